@@ -1,0 +1,42 @@
+"""One settings object; every backend is chosen from a URL here and nowhere else."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_VAR = ROOT / "var"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SYNTHMED_", env_file=".env", env_ignore_empty=True, extra="ignore"
+    )
+
+    # Embedded defaults: a laptop needs no server at all.
+    database_url: str = f"sqlite:///{DEFAULT_VAR / 'synthmed.db'}"
+    storage_url: str = f"file://{DEFAULT_VAR / 'objects'}"
+    broker_url: str = f"sqla+sqlite:///{DEFAULT_VAR / 'broker.db'}"
+    storage_access_key: str | None = None
+    storage_secret_key: SecretStr | None = None
+
+    site_url: str = "http://127.0.0.1:8000"
+    # Public API rate limit per client address (requests per minute); 0 disables it.
+    rate_limit_per_minute: int = Field(default=600, ge=0)
+    device: str = "auto"
+    # Training data for evaluation and audits: "phantom" or a DRIVE-format split folder.
+    real_train: str = "phantom"
+    real_test: str = "phantom"
+
+    @property
+    def storage_secret(self) -> str | None:
+        return self.storage_secret_key.get_secret_value() if self.storage_secret_key else None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
