@@ -47,8 +47,11 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(bind=engine, expire_on_commit=False)
+def make_sessionmaker(
+    engine: Engine, *, info: dict[str, Any] | None = None
+) -> sessionmaker[Session]:
+    # `info` carries per-process services a session needs after commit (the task sender).
+    return sessionmaker(bind=engine, expire_on_commit=False, info=info or {})
 
 
 @contextmanager

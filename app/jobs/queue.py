@@ -1,0 +1,70 @@
+"""Send Celery tasks by name, only after the transaction that made their rows commits.
+
+The web process never imports `workers` (nor torch): it only needs a Celery client that
+knows the broker URL and the task names below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from celery import Celery
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+GENERATE_DATASET = "synthmed.generate_dataset"
+EVALUATE_DATASET = "synthmed.evaluate_dataset"
+GPU_QUEUE = "gpu"
+
+_PENDING = "synthmed_pending_tasks"
+QUEUE_KEY = "synthmed_queue"
+
+
+class TaskSender(Protocol):
+    def send(self, name: str, kwargs: dict[str, Any]) -> str | None: ...
+
+
+class CeleryTaskSender:
+    def __init__(self, broker_url: str) -> None:
+        self._celery = Celery("synthmed-producer", broker=broker_url)
+
+    def send(self, name: str, kwargs: dict[str, Any]) -> str | None:
+        result = self._celery.send_task(name, kwargs=kwargs, queue=GPU_QUEUE)
+        return result.id
+
+
+@dataclass
+class RecordingSender:
+    """For tests and for callers that run tasks in-process: remembers what was sent."""
+
+    sent: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def send(self, name: str, kwargs: dict[str, Any]) -> str | None:
+        self.sent.append((name, kwargs))
+        return None
+
+
+def enqueue_after_commit(session: Session, name: str, **kwargs: Any) -> None:
+    session.info.setdefault(_PENDING, []).append((name, kwargs))
+
+
+def send_pending(session: Session) -> None:
+    pending = session.info.pop(_PENDING, [])
+    sender: TaskSender | None = session.info.get(QUEUE_KEY)
+    if pending and sender is None:
+        raise RuntimeError("tasks were queued on a session that has no task sender")
+    for name, kwargs in pending:
+        assert sender is not None
+        sender.send(name, kwargs)
+
+
+@event.listens_for(Session, "after_commit")
+def _after_commit(session: Session) -> None:
+    send_pending(session)
+
+
+@event.listens_for(Session, "after_rollback")
+def _after_rollback(session: Session) -> None:
+    # A task for a row that was rolled back must never reach a worker.
+    session.info.pop(_PENDING, None)

@@ -1,0 +1,57 @@
+"""The web application: engine, storage and task sender are built in the lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from app.db import make_engine, make_sessionmaker
+from app.deps import SessionDep
+from app.errors import install_error_handler
+from app.jobs.queue import QUEUE_KEY, CeleryTaskSender
+from app.routers import include_routers
+from app.settings import Settings, get_settings
+from app.storage import Storage, storage_from_url
+
+
+def build_storage(settings: Settings) -> Storage:
+    return storage_from_url(
+        settings.storage_url,
+        access_key=settings.storage_access_key,
+        secret_key=settings.storage_secret,
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url)
+        app.state.engine = engine
+        app.state.sessionmaker = make_sessionmaker(
+            engine, info={QUEUE_KEY: CeleryTaskSender(settings.broker_url)}
+        )
+        app.state.storage = build_storage(settings)
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="SynthMed",
+        version="0.1.0",
+        summary="Synthetic retinal fundus datasets, published with evidence.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handler(app)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz(session: SessionDep) -> dict[str, str]:
+        session.execute(text("SELECT 1"))
+        return {"status": "ok"}
+
+    include_routers(app)
+    return app
