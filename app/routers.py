@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from app.datasets.endpoints import router as datasets_router
+from app.pages.routes import router as pages_router
+
 
 def include_routers(app: FastAPI) -> None:
-    # Routers are added here as their domains land.
-    pass
+    app.include_router(datasets_router)
+    app.include_router(pages_router)
