@@ -1,0 +1,235 @@
+"""A U-Net vessel segmenter used to score datasets (TSTR) and as a feature encoder.
+
+The network is ours (no pretrained weights), so its features can be used for seg-FID/KID
+without downloading anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class PairLike(Protocol):
+    """What the segmenter needs of a `models.data.FundusPair`."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def image(self) -> np.ndarray: ...
+    @property
+    def mask(self) -> np.ndarray: ...
+    @property
+    def fov(self) -> np.ndarray: ...
+
+
+ProgressFn = Callable[[int, dict[str, float]], None]
+
+
+def _block(in_ch: int, out_ch: int) -> nn.Sequential:
+    # Bias is redundant before batch norm.
+    return nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_ch),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_ch),
+        nn.ReLU(inplace=True),
+    )
+
+
+class UNet(nn.Module):
+    """Ronneberger-style U-Net: `levels` poolings, widths base * 2**i, logits out.
+
+    Input height and width must be multiples of 2**levels (`predict` pads for you).
+    """
+
+    def __init__(self, in_ch: int = 3, out_ch: int = 1, *, levels: int = 4, base: int = 32):
+        super().__init__()
+        if levels < 1 or base < 1:
+            raise ValueError("levels and base must be positive")
+        self.levels = levels
+        self.base = base
+        widths = [base * 2**i for i in range(levels + 1)]
+        self.down = nn.ModuleList()
+        ch = in_ch
+        for w in widths[:-1]:
+            self.down.append(_block(ch, w))
+            ch = w
+        self.bottleneck = _block(ch, widths[-1])
+        self.up = nn.ModuleList()
+        self.up_blocks = nn.ModuleList()
+        for w in reversed(widths[:-1]):
+            self.up.append(nn.ConvTranspose2d(w * 2, w, 2, stride=2))
+            self.up_blocks.append(_block(w * 2, w))
+        self.head = nn.Conv2d(widths[0], out_ch, 1)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.base * 2**self.levels
+
+    def encode(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Bottleneck feature map and the skip tensors."""
+        skips = []
+        for block in self.down:
+            x = block(x)
+            skips.append(x)
+            x = F.max_pool2d(x, 2)
+        return self.bottleneck(x), skips
+
+    def forward(self, x: Tensor) -> Tensor:
+        x, skips = self.encode(x)
+        for up, block, skip in zip(self.up, self.up_blocks, reversed(skips), strict=True):
+            x = block(torch.cat([up(x), skip], dim=1))
+        return self.head(x)
+
+
+def image_to_tensor(image: np.ndarray) -> Tensor:
+    """(H, W, 3) uint8 -> (3, H, W) float in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 127.5 - 1.0
+
+
+def _pair_tensor(pair: PairLike) -> Tensor:
+    """Image, mask and FOV stacked as (5, H, W) so one crop/flip moves all of them."""
+    mask = torch.from_numpy(np.asarray(pair.mask, dtype=np.float32))[None]
+    fov = torch.from_numpy(np.asarray(pair.fov, dtype=np.float32))[None]
+    return torch.cat([image_to_tensor(pair.image), mask.clamp(0, 1), fov.clamp(0, 1)], dim=0)
+
+
+def fov_loss(logits: Tensor, mask: Tensor, fov: Tensor, *, eps: float = 1.0) -> dict[str, Tensor]:
+    """BCE + soft Dice, both over FOV pixels only (outside the FOV is not the task)."""
+    bce = F.binary_cross_entropy_with_logits(logits, mask, reduction="none")
+    bce = (bce * fov).sum() / fov.sum().clamp_min(1.0)
+    prob = torch.sigmoid(logits) * fov
+    inter = (prob * mask).sum()
+    dice = 1.0 - (2 * inter + eps) / (prob.sum() + (mask * fov).sum() + eps)
+    return {"loss": bce + dice, "bce": bce, "dice": dice}
+
+
+def _random_batch(
+    data: Sequence[Tensor], batch_size: int, crop: int, gen: torch.Generator
+) -> Tensor:
+    """Random crops with random flips and 90° turns, identical on all five channels."""
+    out = []
+    for _ in range(batch_size):
+        item = data[int(torch.randint(len(data), (1,), generator=gen))]
+        _, h, w = item.shape
+        ch, cw = min(crop, h), min(crop, w)
+        y = int(torch.randint(h - ch + 1, (1,), generator=gen))
+        x = int(torch.randint(w - cw + 1, (1,), generator=gen))
+        patch = item[:, y : y + ch, x : x + cw]
+        if bool(torch.rand(1, generator=gen) < 0.5):
+            patch = patch.flip(2)
+        if bool(torch.rand(1, generator=gen) < 0.5):
+            patch = patch.flip(1)
+        if ch == cw and bool(torch.rand(1, generator=gen) < 0.5):
+            patch = patch.transpose(1, 2)
+        out.append(patch)
+    return torch.stack(out)
+
+
+def train_segmenter(
+    pairs: Sequence[PairLike],
+    *,
+    steps: int,
+    batch_size: int = 4,
+    crop: int = 128,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    levels: int = 4,
+    base: int = 32,
+    lr: float = 1e-3,
+    on_progress: ProgressFn | None = None,
+) -> UNet:
+    """Train a U-Net on `pairs` with Adam and return it in eval mode.
+
+    Each step draws `batch_size` random `crop` x `crop` patches (clipped to the image; all
+    images in one batch must then share a size) with the same flip/transpose on image, mask
+    and FOV. `crop` must be a multiple of 2**levels. `on_progress(step, losses)` is called
+    after every step. Deterministic on CPU for a given seed.
+    """
+    if not pairs:
+        raise ValueError("no training pairs")
+    if steps < 0:
+        raise ValueError("steps must be >= 0")
+    if crop % 2**levels:
+        raise ValueError(f"crop {crop} is not a multiple of 2**levels = {2**levels}")
+    device = torch.device(device)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = UNet(3, 1, levels=levels, base=base).to(device)
+    data = [_pair_tensor(p) for p in pairs]
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
+    model.train()
+    for step in range(1, steps + 1):
+        batch = _random_batch(data, batch_size, crop, gen).to(device)
+        batch = _pad_to_multiple(batch, 2**levels)
+        image, mask, fov = batch[:, :3], batch[:, 3:4], batch[:, 4:5]
+        losses = fov_loss(model(image), mask, fov)
+        opt.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        opt.step()
+        sched.step()
+        if on_progress is not None:
+            on_progress(step, {k: float(v.detach()) for k, v in losses.items()})
+    return model.eval()
+
+
+def _pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return x
+    # Zero padding: padded pixels also get FOV 0, so they never count in the loss.
+    return F.pad(x, (0, pw, 0, ph))
+
+
+def _model_levels(model: nn.Module) -> int:
+    return int(getattr(model, "levels", 4))
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, pairs: Sequence[PairLike], *, device: str | torch.device = "cpu"
+) -> list[np.ndarray]:
+    """Vessel probability maps (H, W) float32 for whole images, one image at a time.
+
+    Images are zero-padded at the bottom/right to a multiple of 2**levels and cropped back.
+    """
+    device = torch.device(device)
+    model = model.to(device).eval()
+    multiple = 2 ** _model_levels(model)
+    out = []
+    for pair in pairs:
+        x = image_to_tensor(pair.image)[None].to(device)
+        h, w = x.shape[-2:]
+        logits = model(_pad_to_multiple(x, multiple))[0, 0, :h, :w]
+        out.append(torch.sigmoid(logits).float().cpu().numpy())
+    return out
+
+
+@torch.no_grad()
+def encoder_features(
+    model: UNet, images: Sequence[np.ndarray], *, device: str | torch.device = "cpu"
+) -> np.ndarray:
+    """Global-average-pooled bottleneck features, (N, model.feature_dim) float64.
+
+    Takes (H, W, 3) uint8 images so both real and synthetic sets go through the same path.
+    """
+    device = torch.device(device)
+    model = model.to(device).eval()
+    multiple = 2**model.levels
+    feats = []
+    for image in images:
+        x = _pad_to_multiple(image_to_tensor(image)[None].to(device), multiple)
+        bottleneck, _ = model.encode(x)
+        feats.append(bottleneck.mean(dim=(2, 3))[0].double().cpu().numpy())
+    if not feats:
+        return np.zeros((0, model.feature_dim))
+    return np.stack(feats)
