@@ -86,7 +86,9 @@ def list_published(
     return list(page), total
 
 
-def metric_values(session: Session, *, dataset_ids: list[int]) -> dict[int, dict[str, float | None]]:
+def metric_values(
+    session: Session, *, dataset_ids: list[int]
+) -> dict[int, dict[str, float | None]]:
     """Public metric values by dataset id (every given id has an entry, maybe empty)."""
     result: dict[int, dict[str, float | None]] = {i: {} for i in dataset_ids}
     if not dataset_ids:
