@@ -1,0 +1,227 @@
+"""One call that evaluates a synthetic dataset and returns metric rows.
+
+Used by the evaluation Celery task and the CLI; both store each `Metric` as a `metric` row
+(name, value, details JSON). Metric names produced:
+
+- ``memorisation_passed`` (1.0/0.0), ``memorisation_flagged``, ``memorisation_max_dice``,
+  ``memorisation_max_similarity``: the privacy audit (details: thresholds, closest pairs,
+  distributions, rule).
+- ``kl_real_syn``, ``kl_syn_real``, ``kl_real_real``: paper-style intensity KL (details:
+  per channel, histograms for plotting); the real set is the real training split.
+- ``vessel_fraction``, ``vessel_width``, ``vessel_branch_points``, ``vessel_tortuosity``:
+  synthetic summary as value, the real training split's in details with histograms and W1.
+- ``tstr_<score>_<arm>`` for score in f1, auc, accuracy, sensitivity, specificity and arm in
+  real, synthetic, mixed (mean over seeds; std and per-seed in details), ``tstr_f1_ratio``,
+  and ``tstr_<score>_second_observer`` when a second observer is given.
+- ``seg_fid``, ``seg_kid``: synthetic vs real test images in the real-trained segmenter's
+  feature space (baseline: real training vs real test, in details).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.evaluate.features import seg_feature_report
+from models.evaluate.kl import kl_report
+from models.evaluate.memorisation import MemorisationRule, audit
+from models.evaluate.segmenter import PairLike
+from models.evaluate.tstr import run_tstr
+from models.evaluate.vessels import compare_vessel_stats, vessel_stats
+
+ProgressFn = Callable[[float, str], None]
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON types only: numpy scalars/arrays unwrapped, NaN and inf become None."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+@dataclass
+class Metric:
+    name: str
+    value: float | None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        value = _jsonable(self.value)
+        self.value = None if value is None else float(value)
+        self.details = _jsonable(self.details)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "value": self.value, "details": self.details}
+
+
+def _vessel_metrics(real: Sequence[PairLike], synthetic: Sequence[PairLike]) -> list[Metric]:
+    r = vessel_stats([p.mask for p in real], [p.fov for p in real])
+    s = vessel_stats([p.mask for p in synthetic], [p.fov for p in synthetic])
+    cmp = compare_vessel_stats(r, s)
+    definitions = r["definitions"]
+    return [
+        Metric(
+            "vessel_fraction",
+            s["summary"]["vessel_fraction_mean"],
+            {
+                "real": r["summary"]["vessel_fraction_mean"],
+                "synthetic_per_image": s["per_image"]["vessel_fraction"],
+                "real_per_image": r["per_image"]["vessel_fraction"],
+            },
+        ),
+        Metric(
+            "vessel_width",
+            s["width"]["mean"],
+            {
+                "unit": "pixels at dataset resolution",
+                "real": {k: v for k, v in r["width"].items() if k != "histogram"},
+                "synthetic": {k: v for k, v in s["width"].items() if k != "histogram"},
+                "real_histogram": r["width"]["histogram"],
+                "synthetic_histogram": s["width"]["histogram"],
+                "w1": cmp["width_w1"],
+                "definitions": definitions,
+            },
+        ),
+        Metric(
+            "vessel_branch_points",
+            s["summary"]["branch_points_mean"],
+            {
+                "real": r["summary"]["branch_points_mean"],
+                "synthetic_per_image": s["per_image"]["branch_points"],
+                "real_per_image": r["per_image"]["branch_points"],
+            },
+        ),
+        Metric(
+            "vessel_tortuosity",
+            s["tortuosity"]["median"],
+            {
+                "real": {k: v for k, v in r["tortuosity"].items() if k != "histogram"},
+                "synthetic": {k: v for k, v in s["tortuosity"].items() if k != "histogram"},
+                "real_histogram": r["tortuosity"]["histogram"],
+                "synthetic_histogram": s["tortuosity"]["histogram"],
+                "w1": cmp["tortuosity_w1"],
+                "definitions": definitions,
+            },
+        ),
+    ]
+
+
+def evaluate_dataset(
+    real_train: Sequence[PairLike],
+    real_test: Sequence[PairLike],
+    synthetic: Sequence[PairLike],
+    *,
+    tstr_steps: int = 2000,
+    seeds: Sequence[int] = (0, 1, 2),
+    device: str | torch.device = "cpu",
+    rule: MemorisationRule | None = None,
+    on_progress: ProgressFn | None = None,
+    second_observer: Sequence[np.ndarray] | None = None,
+    batch_size: int = 4,
+    crop: int = 128,
+    levels: int = 4,
+    base: int = 32,
+) -> list[Metric]:
+    """Evaluate `synthetic` against the real splits; see the module docstring for names.
+
+    `real_train` is what the generator learned from; `real_test` was seen by nothing
+    (it is only scored on and used as the memorisation reference). `on_progress(fraction,
+    message)` reports progress in [0, 1].
+    """
+    if not synthetic:
+        raise ValueError("no synthetic pairs to evaluate")
+
+    def report(fraction: float, message: str) -> None:
+        if on_progress is not None:
+            on_progress(min(max(fraction, 0.0), 1.0), message)
+
+    metrics: list[Metric] = []
+    report(0.0, "memorisation audit")
+    result = audit(synthetic, real_train, real_test, rule=rule, device=device)
+    metrics += [Metric(*row) for row in result.to_metrics()]
+
+    report(0.03, "intensity KL")
+    kl = kl_report(real_train, synthetic)
+    shared = {k: kl[k] for k in ("bins", "eps", "reduction", "n_real", "n_synthetic")}
+    metrics.append(
+        Metric(
+            "kl_real_syn",
+            kl["kl_real_syn"],
+            {
+                **shared,
+                "per_channel": kl["per_channel"]["real_syn"],
+                "histograms": kl["histograms"],
+            },
+        )
+    )
+    metrics.append(
+        Metric(
+            "kl_syn_real",
+            kl["kl_syn_real"],
+            {**shared, "per_channel": kl["per_channel"]["syn_real"]},
+        )
+    )
+    metrics.append(
+        Metric(
+            "kl_real_real",
+            kl["kl_real_real"],
+            {
+                **shared,
+                "per_channel": kl["per_channel"].get("real_real"),
+                "reverse": kl.get("kl_real_real_reverse"),
+                "split": kl.get("split"),
+            },
+        )
+    )
+
+    report(0.05, "vessel statistics")
+    metrics += _vessel_metrics(real_train, synthetic)
+
+    def tstr_progress(fraction: float, message: str) -> None:
+        report(0.1 + 0.85 * fraction, message)
+
+    tstr = run_tstr(
+        real_train,
+        synthetic,
+        real_test,
+        seeds=seeds,
+        steps=tstr_steps,
+        batch_size=batch_size,
+        crop=crop,
+        levels=levels,
+        base=base,
+        device=device,
+        second_observer=second_observer,
+        on_progress=tstr_progress,
+    )
+    metrics += [Metric(*row) for row in tstr.to_metrics()]
+
+    report(0.95, "seg-FID / seg-KID")
+    if tstr.real_model is not None and len(real_test) >= 2 and len(synthetic) >= 2:
+        feats = seg_feature_report(
+            tstr.real_model,
+            [p.image for p in real_test],
+            [p.image for p in synthetic],
+            baseline=[p.image for p in real_train],
+            device=device,
+        )
+        details = {k: v for k, v in feats.items() if k not in ("seg_fid", "seg_kid")}
+        details["real"] = "real test split"
+        details["baseline"] = "real training split vs real test split"
+        metrics.append(Metric("seg_fid", feats["seg_fid"], details))
+        metrics.append(Metric("seg_kid", feats["seg_kid"], details))
+    report(1.0, "evaluation done")
+    return metrics
