@@ -12,17 +12,10 @@ from app.db import make_engine, make_sessionmaker
 from app.deps import SessionDep
 from app.errors import install_error_handler
 from app.jobs.queue import QUEUE_KEY, CeleryTaskSender
+from app.pages.static import static_files
 from app.routers import include_routers
 from app.settings import Settings, get_settings
-from app.storage import Storage, storage_from_url
-
-
-def build_storage(settings: Settings) -> Storage:
-    return storage_from_url(
-        settings.storage_url,
-        access_key=settings.storage_access_key,
-        secret_key=settings.storage_secret,
-    )
+from app.storage import storage_from_settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -35,7 +28,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessionmaker = make_sessionmaker(
             engine, info={QUEUE_KEY: CeleryTaskSender(settings.broker_url)}
         )
-        app.state.storage = build_storage(settings)
+        app.state.storage = storage_from_settings(settings)
         yield
         engine.dispose()
 
@@ -54,4 +47,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": "ok"}
 
     include_routers(app)
+    app.mount("/static", static_files(), name="static")
     return app

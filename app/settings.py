@@ -20,7 +20,7 @@ class Settings(BaseSettings):
     # Embedded defaults: a laptop needs no server at all.
     database_url: str = f"sqlite:///{DEFAULT_VAR / 'synthmed.db'}"
     storage_url: str = f"file://{DEFAULT_VAR / 'objects'}"
-    broker_url: str = f"sqla+sqlite:///{DEFAULT_VAR / 'broker.db'}"
+    broker_url: str = f"filesystem://{DEFAULT_VAR / 'broker'}"
     storage_access_key: str | None = None
     storage_secret_key: SecretStr | None = None
 

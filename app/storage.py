@@ -32,11 +32,14 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 if TYPE_CHECKING:  # boto3 is imported lazily: the web process only pays for it when used
     from botocore.client import BaseClient
 
+    from app.settings import Settings
+
 __all__ = [
     "InvalidKey",
     "LocalStorage",
     "ObjectInfo",
     "ObjectNotFound",
+    "storage_from_settings",
     "S3Storage",
     "Storage",
     "storage_from_url",
@@ -729,4 +732,12 @@ def storage_from_url(
     raise ValueError(
         f"unsupported storage URL scheme {parts.scheme!r} in {url!r}; "
         "expected file:///abs/path or s3://bucket?endpoint=..."
+    )
+
+
+def storage_from_settings(settings: Settings) -> Storage:
+    return storage_from_url(
+        settings.storage_url,
+        access_key=settings.storage_access_key,
+        secret_key=settings.storage_secret,
     )

@@ -29,6 +29,7 @@ def make_pipeline(
         config={"name": "default", "resolution": resolution},
         resolution=resolution,
         training_data="phantom (20 procedural images)",
+        data_source="phantom",
         data_fingerprint="0" * 64,
         steps=10,
     )

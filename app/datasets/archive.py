@@ -45,6 +45,15 @@ class ArchiveMember:
     def mask_name(self) -> str:
         return f"masks/{self.index:05d}.png"
 
+    def metadata_row(self) -> dict[str, Any]:
+        return {
+            "file_name": self.image_name,
+            "mask_file_name": self.mask_name,
+            "index": self.index,
+            "seed": self.seed,
+            **{k: self.stats.get(k, "") for k in STAT_COLUMNS},
+        }
+
 
 @dataclass(frozen=True)
 class BuiltArchive:
@@ -78,16 +87,8 @@ def build_archive(
             # PNGs are already compressed: storing them is faster and no larger.
             add(member.image_name, member.image_png, compress=False)
             add(member.mask_name, member.mask_png, compress=False)
-            rows.append(
-                {
-                    "file_name": member.image_name,
-                    "mask_file_name": member.mask_name,
-                    "index": member.index,
-                    "seed": member.seed,
-                    **{k: member.stats.get(k, "") for k in STAT_COLUMNS},
-                }
-            )
-        add("metadata.csv", _metadata_csv(rows), compress=True)
+            rows.append(member.metadata_row())
+        add("metadata.csv", metadata_csv(rows), compress=True)
         add("README.md", readme.encode(), compress=True)
         add("LICENSE", licence.encode(), compress=True)
         sha256sums = "".join(f"{digest}  {member}\n" for digest, member in sums)
@@ -105,7 +106,7 @@ def build_archive(
     )
 
 
-def _metadata_csv(rows: list[dict[str, Any]]) -> bytes:
+def metadata_csv(rows: list[dict[str, Any]]) -> bytes:
     out = io.StringIO()
     fields = ["file_name", "mask_file_name", "index", "seed", *STAT_COLUMNS]
     writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")

@@ -7,7 +7,9 @@ knows the broker URL and the task names below.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from celery import Celery
 from sqlalchemy import event
@@ -25,9 +27,39 @@ class TaskSender(Protocol):
     def send(self, name: str, kwargs: dict[str, Any]) -> str | None: ...
 
 
+def celery_config(broker_url: str) -> dict[str, Any]:
+    """Celery settings shared by the web process (producer) and the workers.
+
+    `filesystem:///path` is the embedded broker: kombu's filesystem transport in that
+    folder, so `make demo` needs no server. Anything else (redis://...) is used as is.
+    """
+    config: dict[str, Any] = {
+        "broker_url": broker_url,
+        "task_default_queue": GPU_QUEUE,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_ignore_result": True,
+        "worker_prefetch_multiplier": 1,
+        "broker_connection_retry_on_startup": True,
+    }
+    if broker_url.startswith("filesystem://"):
+        folder = Path(urlsplit(broker_url).path)
+        for sub in ("queue", "processed"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        config["broker_url"] = "filesystem://"
+        config["broker_transport_options"] = {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"),
+            "store_processed": False,
+        }
+    return config
+
+
 class CeleryTaskSender:
     def __init__(self, broker_url: str) -> None:
-        self._celery = Celery("synthmed-producer", broker=broker_url)
+        self._celery = Celery("synthmed-producer")
+        self._celery.conf.update(celery_config(broker_url))
 
     def send(self, name: str, kwargs: dict[str, Any]) -> str | None:
         result = self._celery.send_task(name, kwargs=kwargs, queue=GPU_QUEUE)

@@ -32,6 +32,9 @@ class Pipeline(Base):
     resolution: Mapped[int] = mapped_column(Integer)
     # Describes the training data for the public card; never the data itself.
     training_data: Mapped[str] = mapped_column(String(200))
+    # Where the private training data was read from ("phantom" or a path): admin-only,
+    # used again to evaluate datasets against the same data.
+    data_source: Mapped[str] = mapped_column(String(500), default="phantom")
     data_fingerprint: Mapped[str] = mapped_column(String(64))
     steps: Mapped[int] = mapped_column(Integer, default=0)
     checkpoint_key: Mapped[str | None] = mapped_column(String(300))

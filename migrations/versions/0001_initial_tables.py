@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("config", sa.JSON(), nullable=False),
         sa.Column("resolution", sa.Integer(), nullable=False),
         sa.Column("training_data", sa.String(length=200), nullable=False),
+        sa.Column("data_source", sa.String(length=500), nullable=False),
         sa.Column("data_fingerprint", sa.String(length=64), nullable=False),
         sa.Column("steps", sa.Integer(), nullable=False),
         sa.Column("checkpoint_key", sa.String(length=300), nullable=True),

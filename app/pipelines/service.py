@@ -1,0 +1,72 @@
+"""Trained pipelines: the row is public metadata, the checkpoint lives in private storage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app import keys
+from app.errors import NotFound
+from app.storage import Storage
+from app.tables import Pipeline, PipelineStatus
+
+
+class PipelineService:
+    def register(
+        self,
+        session: Session,
+        storage: Storage,
+        *,
+        name: str,
+        config_name: str,
+        config: dict[str, Any],
+        resolution: int,
+        training_data: str,
+        data_source: str,
+        data_fingerprint: str,
+        steps: int,
+        checkpoint: bytes,
+        training_metrics: dict[str, Any],
+    ) -> Pipeline:
+        pipeline = Pipeline(
+            name=name,
+            status=PipelineStatus.training,
+            config_name=config_name,
+            config=config,
+            resolution=resolution,
+            training_data=training_data,
+            data_source=data_source,
+            data_fingerprint=data_fingerprint,
+            steps=steps,
+            training_metrics=training_metrics,
+        )
+        session.add(pipeline)
+        session.flush()
+        # The row only becomes ready once its checkpoint is safely stored.
+        pipeline.checkpoint_key = keys.checkpoint(pipeline.id)
+        storage.put_bytes(pipeline.checkpoint_key, checkpoint)
+        pipeline.status = PipelineStatus.ready
+        session.flush()
+        return pipeline
+
+    def get(self, session: Session, pipeline_id: int) -> Pipeline:
+        pipeline = session.get(Pipeline, pipeline_id)
+        if pipeline is None:
+            raise NotFound(f"no pipeline {pipeline_id}")
+        return pipeline
+
+    def latest_ready(self, session: Session, *, resolution: int | None = None) -> Pipeline | None:
+        query = select(Pipeline).where(Pipeline.status == PipelineStatus.ready)
+        if resolution is not None:
+            query = query.where(Pipeline.resolution == resolution)
+        return session.scalars(query.order_by(Pipeline.id.desc())).first()
+
+    def checkpoint(self, storage: Storage, pipeline: Pipeline) -> bytes:
+        if pipeline.checkpoint_key is None or pipeline.status is not PipelineStatus.ready:
+            raise NotFound(f"pipeline {pipeline.id} has no checkpoint")
+        return storage.get_bytes(pipeline.checkpoint_key)
+
+
+pipelines = PipelineService()

@@ -1,0 +1,381 @@
+"""The `synthmed` command: train, generate, evaluate, publish, serve, worker, demo.
+
+Heavy imports (torch, the models) happen inside the commands that need them, so
+`synthmed --help` and `synthmed serve` start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from alembic import command as alembic_command
+from alembic.config import Config as AlembicConfig
+from tqdm import tqdm
+
+from app.datasets.service import datasets
+from app.db import make_engine, make_sessionmaker, session_scope
+from app.errors import SynthMedError
+from app.jobs.queue import QUEUE_KEY, CeleryTaskSender
+from app.jobs.service import jobs
+from app.pipelines.service import pipelines
+from app.settings import ROOT, Settings, get_settings
+from app.storage import storage_from_settings
+from app.tables import DatasetStatus, JobState
+
+app = typer.Typer(
+    help="SynthMed: train a two-stage fundus GAN, generate synthetic datasets, publish them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+log = logging.getLogger("synthmed.cli")
+
+
+def fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+def _sessions(settings: Settings):  # noqa: ANN202 - sessionmaker
+    return make_sessionmaker(
+        make_engine(settings.database_url),
+        info={QUEUE_KEY: CeleryTaskSender(settings.broker_url)},
+    )
+
+
+def migrate_database(settings: Settings) -> None:
+    if settings.database_url.startswith("sqlite:///"):
+        Path(settings.database_url.removeprefix("sqlite:///")).parent.mkdir(
+            parents=True, exist_ok=True
+        )
+    cfg = AlembicConfig(str(ROOT / "alembic.ini"))
+    cfg.attributes["database_url"] = settings.database_url
+    alembic_command.upgrade(cfg, "head")
+    storage = storage_from_settings(settings)
+    ensure_bucket = getattr(storage, "ensure_bucket", None)
+    if ensure_bucket is not None:
+        ensure_bucket()
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database schema (Alembic `upgrade head`) and the storage bucket."""
+    migrate_database(get_settings())
+    typer.echo("database is at the latest schema")
+
+
+@app.command()
+def train(
+    data: Annotated[
+        str, typer.Option(help="'phantom' (built-in) or a folder: DRIVE training/, STARE, …")
+    ] = "phantom",
+    resolution: Annotated[int, typer.Option(help="Training resolution, 64 to 512.")] = 64,
+    config: Annotated[str, typer.Option(help="Recipe: 'default' (tuned) or 'paper'.")] = "default",
+    steps: Annotated[int, typer.Option(min=1, help="Training steps (both stages).")] = 1200,
+    seed: Annotated[int, typer.Option(help="Seed; a run is deterministic per device.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    name: Annotated[str | None, typer.Option(help="Pipeline name shown on dataset cards.")] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Local resumable checkpoint (default under var/train/).")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from --checkpoint if it exists.")] = True,
+    checkpoint_every: Annotated[int, typer.Option(help="Save the checkpoint every N steps.")] = 200,
+    sample_every: Annotated[int, typer.Option(help="Save a sample grid every N steps.")] = 200,
+    samples_dir: Annotated[
+        Path | None, typer.Option(help="Folder for sample grids (default next to checkpoint).")
+    ] = None,
+    if_none: Annotated[
+        bool,
+        typer.Option("--if-none", help="Do nothing if a ready pipeline at this resolution exists."),
+    ] = False,
+) -> None:
+    """Train Stage I (vessel masks) and Stage II (fundus images) and register the pipeline.
+
+    The checkpoint goes to private object storage; the pipeline id is printed at the end.
+    """
+    settings = get_settings()
+    sessions = _sessions(settings)
+    if if_none:
+        with session_scope(sessions) as session:
+            existing = pipelines.latest_ready(session, resolution=resolution)
+            if existing is not None:
+                typer.echo(f"pipeline {existing.id} ({existing.name}) is ready; not training")
+                return
+    from workers.training import train_and_register
+
+    try:
+        pipeline_id = train_and_register(
+            settings,
+            sessions,
+            data=data,
+            resolution=resolution,
+            config_name=config,
+            steps=steps,
+            seed=seed,
+            device=device,
+            name=name,
+            checkpoint=checkpoint,
+            resume=resume,
+            checkpoint_every=checkpoint_every,
+            sample_every=sample_every,
+            samples_dir=samples_dir,
+        )
+    except ValueError as exc:  # DataError, CheckpointError and config errors are ValueErrors
+        fail(str(exc))
+    typer.echo(f"pipeline {pipeline_id} is ready")
+
+
+@app.command()
+def generate(
+    pipeline: Annotated[str, typer.Option(help="Pipeline id, or 'latest'.")] = "latest",
+    count: Annotated[int, typer.Option(min=1, help="Number of (image, mask) pairs.")] = 16,
+    seed: Annotated[int | None, typer.Option(help="Dataset seed (random if omitted).")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Write PNGs to this folder here and now, instead of making a dataset."),
+    ] = None,
+    title: Annotated[str, typer.Option(help="Dataset title (job mode).")] = "",
+    description: Annotated[str, typer.Option(help="Dataset description (job mode).")] = "",
+    wait: Annotated[bool, typer.Option(help="Follow the job until it finishes.")] = False,
+    publish: Annotated[
+        bool, typer.Option(help="Publish when ready, if the memorisation audit passes.")
+    ] = False,
+    tstr_steps: Annotated[
+        int, typer.Option(help="Segmenter steps for the TSTR evaluation (0 skips it).")
+    ] = 0,
+    real_test: Annotated[
+        str | None, typer.Option(help="Held-out real split to evaluate against.")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda (with --out).")] = "auto",
+) -> None:
+    """Generate synthetic pairs from a trained pipeline.
+
+    With --out, pairs are written to a local folder (images/, masks/, metadata.csv).
+    Without it, a dataset is created and a generation job is queued for the workers
+    (generate, then evaluate and package); --wait follows its progress.
+    """
+    settings = get_settings()
+    sessions = _sessions(settings)
+    with session_scope(sessions) as session:
+        found = (
+            pipelines.latest_ready(session)
+            if pipeline == "latest"
+            else pipelines.get(session, _int(pipeline, "--pipeline"))
+        )
+        if found is None:
+            fail("no trained pipeline yet: run `synthmed train` first")
+        pipeline_id = found.id
+    if out is not None:
+        from workers.local import generate_to_folder
+
+        generate_to_folder(
+            settings,
+            sessions,
+            pipeline_id=pipeline_id,
+            count=count,
+            seed=seed or 0,
+            out=out,
+            device=device,
+        )
+        typer.echo(f"wrote {count} pairs to {out}")
+        return
+    params: dict[str, Any] = {"publish": publish, "tstr_steps": tstr_steps}
+    if real_test:
+        params["real_test"] = real_test
+    try:
+        with session_scope(sessions) as session:
+            dataset = datasets.create_draft(
+                session,
+                pipeline_id=pipeline_id,
+                title=title or f"Synthetic fundus pairs from pipeline {pipeline_id}",
+                description=description,
+                count=count,
+                seed=seed,
+            )
+            job = datasets.start_generation(session, dataset=dataset, by="cli")
+            job.params = {**job.params, **params}
+            dataset_id, slug, job_id = dataset.id, dataset.slug, job.id
+    except SynthMedError as exc:
+        fail(exc.detail)
+    typer.echo(f"dataset {slug} (id {dataset_id}): generation job {job_id} queued")
+    if wait:
+        follow_dataset(sessions, dataset_id)
+
+
+def follow_dataset(sessions, dataset_id: int, *, timeout: float = 3600) -> None:  # noqa: ANN001
+    """Show the dataset's jobs as progress bars until it is ready, published or failed."""
+    deadline = time.monotonic() + timeout
+    bars: dict[int, tqdm] = {}
+    try:
+        while time.monotonic() < deadline:
+            with session_scope(sessions) as session:
+                dataset = datasets.get(session, dataset_id)
+                status = dataset.status
+                for job in jobs.list_for_dataset(session, dataset_id=dataset_id):
+                    bar = bars.get(job.id)
+                    if bar is None:
+                        bar = bars[job.id] = tqdm(total=100, desc=f"{job.kind} job {job.id}")
+                    bar.n = int(job.progress * 100)
+                    bar.set_postfix_str(job.message, refresh=True)
+                    if job.state is JobState.failed:
+                        fail(f"{job.kind} job {job.id} failed: {job.error}")
+            if status in (DatasetStatus.ready, DatasetStatus.published):
+                break
+            if status is DatasetStatus.failed:
+                fail(f"dataset {dataset_id} failed")
+            time.sleep(0.5)
+        else:
+            fail(f"dataset {dataset_id} is still {status} after {timeout:.0f} s")
+    finally:
+        for bar in bars.values():
+            bar.close()
+    typer.echo(f"dataset {dataset_id} is {status}")
+
+
+@app.command()
+def evaluate(
+    pipeline: Annotated[str, typer.Option(help="Pipeline id, or 'latest'.")] = "latest",
+    real_train: Annotated[
+        str | None, typer.Option(help="Real training split (default: the pipeline's own data).")
+    ] = None,
+    real_test: Annotated[
+        str | None, typer.Option(help="Real held-out test split (never trained on).")
+    ] = None,
+    count: Annotated[int, typer.Option(min=1, help="Synthetic pairs to generate.")] = 100,
+    seed: Annotated[int, typer.Option(help="Generation seed.")] = 0,
+    tstr_steps: Annotated[int, typer.Option(help="Segmenter training steps per run.")] = 300,
+    seeds: Annotated[int, typer.Option(min=1, help="Segmenter seeds per arm (mean ± std).")] = 3,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
+    output: Annotated[Path | None, typer.Option(help="Also write the metrics as JSON.")] = None,
+) -> None:
+    """Measure a pipeline: TSTR segmentation (real / synthetic / both), KL, features, audit.
+
+    The figures are stored as metrics of the pipeline and printed as a table.
+    """
+    settings = get_settings()
+    sessions = _sessions(settings)
+    from workers.local import evaluate_pipeline
+
+    with session_scope(sessions) as session:
+        found = (
+            pipelines.latest_ready(session)
+            if pipeline == "latest"
+            else pipelines.get(session, _int(pipeline, "--pipeline"))
+        )
+        if found is None:
+            fail("no trained pipeline yet: run `synthmed train` first")
+        pipeline_id = found.id
+    try:
+        metrics = evaluate_pipeline(
+            settings,
+            sessions,
+            pipeline_id=pipeline_id,
+            real_train=real_train,
+            real_test=real_test,
+            count=count,
+            seed=seed,
+            tstr_steps=tstr_steps,
+            seeds=seeds,
+            device=device,
+        )
+    except ValueError as exc:
+        fail(str(exc))
+    from bench.paper_table import format_table
+
+    rows = [{"name": m.name, "value": m.value, "details": m.details} for m in metrics]
+    typer.echo(format_table(rows))
+    if output is not None:
+        output.write_text(json.dumps(rows, indent=2, default=str))
+
+
+@app.command()
+def publish(slug: Annotated[str, typer.Argument(help="The dataset's slug.")]) -> None:
+    """Publish a ready dataset. Refused unless its memorisation audit passed."""
+    sessions = _sessions(get_settings())
+    try:
+        with session_scope(sessions) as session:
+            dataset = datasets.get_by_slug(session, slug)
+            if dataset is None:
+                fail(f"no dataset {slug!r}")
+            datasets.publish(session, dataset=dataset)
+    except SynthMedError as exc:
+        fail(exc.detail)
+    typer.echo(f"dataset {slug} is published")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Web worker processes.")] = 1,
+) -> None:
+    """Serve the website and the REST API (OpenAPI at /docs)."""
+    import uvicorn
+
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+        access_log=False,
+    )
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(help="Task processes (one per GPU).")] = 1,
+    queues: Annotated[str, typer.Option(help="Queues to consume.")] = "gpu",
+    loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+) -> None:
+    """Run a Celery worker that generates and evaluates datasets."""
+    from workers.celery_app import celery_app
+
+    celery_app.worker_main(
+        [
+            "worker",
+            f"--concurrency={concurrency}",
+            f"--queues={queues}",
+            f"--loglevel={loglevel}",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="Port for the site.")] = 8000,
+    count: Annotated[int, typer.Option(help="Pairs in the first dataset.")] = 16,
+    steps: Annotated[int, typer.Option(help="Training steps if no pipeline exists.")] = 1200,
+) -> None:
+    """Migrate, train a 64 px pipeline on phantom data if none exists, start a worker,
+    generate and publish a first dataset through the job path, and serve the site.
+
+    Ctrl-C stops every process it started.
+    """
+    from workers.demo import run_demo
+
+    run_demo(port=port, count=count, steps=steps)
+
+
+def _int(value: str, option: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        fail(f"{option} must be an integer id or 'latest', not {value!r}")
+    raise AssertionError
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

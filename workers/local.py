@@ -1,0 +1,111 @@
+"""CLI work that runs in this process rather than on a worker: export to a folder, and
+evaluate a pipeline."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from sqlalchemy import delete
+from sqlalchemy.orm import Session, sessionmaker
+from tqdm import tqdm
+
+from app.datasets.archive import ArchiveMember, metadata_csv
+from app.db import session_scope
+from app.pipelines.service import pipelines
+from app.settings import Settings
+from app.storage import storage_from_settings
+from app.tables import Metric
+from models.checkpoint import load_pipeline
+from models.data import FundusPair
+from models.evaluate.report import Metric as EvaluationMetric
+from models.evaluate.report import evaluate_dataset
+from models.generate import generate
+from models.train import TrainedPipeline, resolve_device
+from workers.realdata import real_splits
+from workers.runs import encode_sample, metric_rows
+
+
+def _load(
+    settings: Settings, sessions: sessionmaker[Session], pipeline_id: int, device: str
+) -> tuple[TrainedPipeline, str]:
+    with session_scope(sessions) as session:
+        pipeline = pipelines.get(session, pipeline_id)
+        data = pipelines.checkpoint(storage_from_settings(settings), pipeline)
+        source = pipeline.data_source
+    return load_pipeline(data, device=resolve_device(device)), source
+
+
+def generate_to_folder(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    *,
+    pipeline_id: int,
+    count: int,
+    seed: int,
+    out: Path,
+    device: str,
+    workers: int = 4,
+) -> None:
+    """Write images/, masks/ and metadata.csv: the same samples a dataset job would make."""
+    trained, _ = _load(settings, sessions, pipeline_id, device)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    rows = []
+    stream = generate(trained, count=count, seed=seed, device=resolve_device(device))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for item in tqdm(pool.map(encode_sample, stream), total=count, desc="generating"):
+            member = ArchiveMember(item.index, item.seed, item.image_png, item.mask_png, item.stats)
+            (out / member.image_name).write_bytes(item.image_png)
+            (out / member.mask_name).write_bytes(item.mask_png)
+            rows.append(member.metadata_row())
+    (out / "metadata.csv").write_bytes(metadata_csv(rows))
+
+
+def evaluate_pipeline(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    *,
+    pipeline_id: int,
+    real_train: str | None,
+    real_test: str | None,
+    count: int,
+    seed: int,
+    tstr_steps: int,
+    seeds: int,
+    device: str,
+) -> list[EvaluationMetric]:
+    """TSTR and the rest on `count` fresh samples; stored as the pipeline's metrics."""
+    trained, source = _load(settings, sessions, pipeline_id, device)
+    target = resolve_device(device)
+    train_pairs, test_pairs = real_splits(
+        real_train or source, resolution=trained.config.resolution, real_test=real_test
+    )
+    synthetic = [
+        FundusPair(name=f"{s.index:05d}", image=s.image, mask=s.mask, fov=s.fov)
+        for s in generate(trained, count=count, seed=seed, device=target)
+    ]
+    bar = tqdm(total=100, desc="evaluating")
+
+    def progress(fraction: float, message: str) -> None:
+        bar.n = int(fraction * 100)
+        bar.set_postfix_str(message, refresh=True)
+
+    try:
+        measured = evaluate_dataset(
+            train_pairs,
+            test_pairs,
+            synthetic,
+            tstr_steps=tstr_steps,
+            seeds=tuple(range(seeds)),
+            device=target,
+            on_progress=progress,
+        )
+    finally:
+        bar.close()
+    with session_scope(sessions) as session:
+        session.execute(delete(Metric).where(Metric.pipeline_id == pipeline_id))
+        for row in metric_rows(measured):
+            row.pipeline_id = pipeline_id
+            session.add(row)
+    return measured
