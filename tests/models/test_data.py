@@ -1,3 +1,5 @@
+import gzip
+import io
 import os
 from pathlib import Path
 
@@ -159,6 +161,17 @@ def test_stare_ppm_with_threshold_fov(tmp_path: Path) -> None:
     iou = (pairs[0].fov & expected).sum() / (pairs[0].fov | expected).sum()
     assert iou > 0.97
     _assert_aligned(pairs[0], exact=True)
+
+
+def test_stare_gzipped_as_distributed(tmp_path: Path) -> None:
+    image, mask, _ = _fundus(40, 50)
+    for arr, name in ((image, "im0077.ppm"), (mask * 255, "im0077.ah.ppm")):
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, format="PPM")
+        (tmp_path / f"{name}.gz").write_bytes(gzip.compress(buf.getvalue()))
+    (pair,) = load_pairs(tmp_path, resolution=40)
+    assert pair.name == "im0077"
+    _assert_aligned(pair, exact=True)
 
 
 def test_chase_jpg_png(tmp_path: Path) -> None:
