@@ -13,6 +13,7 @@ from app.deps import SessionDep
 from app.errors import install_error_handler
 from app.jobs.queue import QUEUE_KEY, CeleryTaskSender
 from app.pages.static import static_files
+from app.ratelimit import install_rate_limit
 from app.routers import include_routers
 from app.settings import Settings, get_settings
 from app.storage import storage_from_settings
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handler(app)
+    install_rate_limit(app, settings.rate_limit_per_minute)
 
     @app.get("/healthz", tags=["health"])
     def healthz(session: SessionDep) -> dict[str, str]:

@@ -1,0 +1,205 @@
+"""HTTP helpers for serving stored objects: ETags, conditional GET, byte ranges, streaming.
+
+Used by the REST API for dataset archives and sample images, and reusable by the HTML pages
+(thumbnails). Policy, after RFC 9110:
+
+- ``If-None-Match`` is checked first (weak comparison); a match gives 304 for GET and HEAD.
+- A ``Range`` header that is not a single well-formed ``bytes=`` range (another unit, a
+  syntax error, several ranges) is **ignored** and the whole object is served with 200, as
+  section 14.2 allows. A well-formed range that cannot be satisfied gives 416 with
+  ``Content-Range: bytes */<size>`` and a JSON ``{"detail": ...}``.
+- ``If-Range`` with an ETag uses strong comparison; with a date it must equal our
+  ``Last-Modified`` exactly. When it does not match, the range is ignored (200, whole object).
+- Bodies are streamed from storage with ``Storage.iter_range`` in fixed-size chunks; the
+  ASGI server's flow control stops reading from storage while the client is slow, so memory
+  stays at a few chunks per download whatever the object's size.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import format_datetime
+
+from fastapi import Request
+from fastapi.responses import Response, StreamingResponse
+
+from app.errors import NotFound, RangeNotSatisfiable
+from app.storage import ObjectNotFound, Storage
+
+# Large chunks keep per-chunk overhead (a thread hop, an ASGI message) small next to the copy.
+STREAM_CHUNK_SIZE = 1 << 20
+OBJECT_CACHE_CONTROL = "public, max-age=86400"
+
+_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d{0,20})\s*-\s*(\d{0,20})\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    start: int
+    end: int  # inclusive, like HTTP
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1
+
+    def content_range(self, size: int) -> str:
+        return f"bytes {self.start}-{self.end}/{size}"
+
+
+def unsatisfiable(size: int) -> RangeNotSatisfiable:
+    return RangeNotSatisfiable(
+        f"requested range not satisfiable; the object is {size} bytes",
+        headers={"Content-Range": f"bytes */{size}", "Accept-Ranges": "bytes"},
+    )
+
+
+def parse_range(header: str | None, size: int) -> ByteRange | None:
+    """The single byte range ``header`` asks for within ``size`` bytes.
+
+    Returns None when the header is absent or is to be ignored (not one well-formed bytes
+    range); raises :class:`RangeNotSatisfiable` when it is well formed but unsatisfiable.
+    """
+    if not header:
+        return None
+    match = _RANGE.match(header)
+    if match is None:
+        return None
+    first, last = match.group(1), match.group(2)
+    if not first and not last:
+        return None
+    if not first:  # suffix range: the last n bytes
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise unsatisfiable(size)
+        return ByteRange(max(0, size - suffix), size - 1)
+    start = int(first)
+    end = int(last) if last else None
+    if end is not None and end < start:
+        return None  # invalid range-spec: ignore the header
+    if start >= size:
+        raise unsatisfiable(size)
+    return ByteRange(start, size - 1 if end is None else min(end, size - 1))
+
+
+def quote_etag(tag: str) -> str:
+    return tag if tag.startswith(('"', 'W/"')) else f'"{tag}"'
+
+
+def _opaque(tag: str) -> str:
+    tag = tag.strip()
+    return tag[2:] if tag.startswith("W/") else tag
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """Weak comparison of our ETag against an ``If-None-Match`` list (or ``*``)."""
+    if not if_none_match:
+        return False
+    if if_none_match.strip() == "*":
+        return True
+    ours = _opaque(etag)
+    return any(_opaque(tag) == ours for tag in if_none_match.split(","))
+
+
+def if_range_matches(if_range: str | None, *, etag: str, last_modified: str | None) -> bool:
+    """True when there is no ``If-Range`` or it names the current representation."""
+    if if_range is None:
+        return True
+    value = if_range.strip()
+    if value.startswith("W/"):
+        return False  # a weak validator never satisfies If-Range
+    if value.startswith('"'):
+        return value == etag and not etag.startswith("W/")
+    return last_modified is not None and value == last_modified
+
+
+def http_date(moment: datetime) -> str:
+    return format_datetime(moment, usegmt=True)
+
+
+def not_modified(etag: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(status_code=304, headers={"ETag": etag, **(headers or {})})
+
+
+def closing(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Yield ``chunks`` and close the underlying stream even when the client goes away."""
+    try:
+        yield from chunks
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+
+
+def stream_object(
+    request: Request,
+    storage: Storage,
+    *,
+    key: str,
+    size: int,
+    etag: str,
+    media_type: str,
+    headers: dict[str, str] | None = None,
+    last_modified: datetime | None = None,
+    chunk_size: int = STREAM_CHUNK_SIZE,
+) -> Response:
+    """A GET/HEAD response for a stored object of known size, honouring Range and ETags.
+
+    ``etag`` must be a strong validator of the content (e.g. its sha256). ``key`` is used
+    only to read from storage and never appears in the response.
+    """
+    etag = quote_etag(etag)
+    base = {"ETag": etag, "Accept-Ranges": "bytes", **(headers or {})}
+    modified = http_date(last_modified) if last_modified is not None else None
+    if modified is not None:
+        base["Last-Modified"] = modified
+    if etag_matches(request.headers.get("if-none-match"), etag):
+        return not_modified(etag, {k: v for k, v in base.items() if k != "Accept-Ranges"})
+    byte_range: ByteRange | None = None
+    if if_range_matches(request.headers.get("if-range"), etag=etag, last_modified=modified):
+        byte_range = parse_range(request.headers.get("range"), size)
+    if byte_range is None:
+        status, start, end, length = 200, 0, None, size
+    else:
+        status, start, end, length = 206, byte_range.start, byte_range.end, byte_range.length
+        base["Content-Range"] = byte_range.content_range(size)
+    base["Content-Length"] = str(length)
+    if request.method == "HEAD" or length == 0:
+        return Response(status_code=status, headers=base, media_type=media_type)
+    try:
+        chunks = storage.iter_range(key, start, end, chunk_size=chunk_size)
+    except ObjectNotFound:
+        raise NotFound("the file is not available") from None
+    return StreamingResponse(
+        closing(chunks), status_code=status, headers=base, media_type=media_type
+    )
+
+
+def object_response(
+    request: Request,
+    storage: Storage,
+    *,
+    key: str,
+    etag: str,
+    media_type: str,
+    cache_control: str = OBJECT_CACHE_CONTROL,
+) -> Response:
+    """A small stored object (an image, a thumbnail) with ETag, caching and 304 support.
+
+    The ETag comes from the database, so a revalidation (304) costs no storage request; a
+    200 reads the object in one request and sends it with its exact length.
+    """
+    etag = quote_etag(etag)
+    headers = {"ETag": etag, "Cache-Control": cache_control}
+    if etag_matches(request.headers.get("if-none-match"), etag):
+        return not_modified(etag, headers)
+    try:
+        data = storage.get_bytes(key)
+    except ObjectNotFound:
+        raise NotFound("the file is not available") from None
+    if request.method == "HEAD":
+        headers["Content-Length"] = str(len(data))
+        return Response(status_code=200, headers=headers, media_type=media_type)
+    return Response(content=data, headers=headers, media_type=media_type)
