@@ -1,0 +1,185 @@
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from app.downloads import ByteRange, etag_matches, parse_range
+from app.errors import RangeNotSatisfiable
+from app.storage import Storage
+from app.tables import Dataset
+from tests.factories import make_published_dataset
+
+
+@pytest.fixture
+def dataset(session: Session, s3_storage: Storage) -> Dataset:
+    return make_published_dataset(session, s3_storage, count=6)
+
+
+def _url(dataset: Dataset) -> str:
+    return f"/datasets/{dataset.slug}/download"
+
+
+class TestParseRange:
+    @pytest.mark.parametrize(
+        ("header", "expected"),
+        [
+            ("bytes=0-9", ByteRange(0, 9)),
+            ("bytes=5-", ByteRange(5, 99)),
+            ("bytes=-10", ByteRange(90, 99)),
+            ("bytes=-1000", ByteRange(0, 99)),
+            ("bytes=90-1000", ByteRange(90, 99)),
+            ("BYTES = 1-2", ByteRange(1, 2)),
+            # Ignored (None): another unit, bad syntax, several ranges, last < first.
+            ("items=0-1", None),
+            ("bytes=a-b", None),
+            ("bytes=0-1,5-6", None),
+            ("bytes=5-1", None),
+            ("bytes=-", None),
+            ("bytes=" + "9" * 5000 + "-", None),
+            (None, None),
+        ],
+    )
+    def test_parse(self, header: str | None, expected: ByteRange | None) -> None:
+        assert parse_range(header, 100) == expected
+
+    @pytest.mark.parametrize("header", ["bytes=100-", "bytes=100-200", "bytes=-0"])
+    def test_unsatisfiable(self, header: str) -> None:
+        with pytest.raises(RangeNotSatisfiable) as info:
+            parse_range(header, 100)
+        assert info.value.headers == {"Content-Range": "bytes */100", "Accept-Ranges": "bytes"}
+
+    def test_etag_matching(self) -> None:
+        assert etag_matches('"a", W/"b"', '"b"')
+        assert etag_matches("*", '"x"')
+        assert not etag_matches('"a"', '"b"')
+
+
+class TestDownload:
+    def test_whole_archive(self, client: TestClient, dataset: Dataset) -> None:
+        r = client.get(_url(dataset))
+        assert r.status_code == 200
+        assert r.headers["content-type"] == "application/zip"
+        assert int(r.headers["content-length"]) == dataset.archive_size == len(r.content)
+        assert r.headers["etag"] == f'"{dataset.archive_sha256}"'
+        assert r.headers["accept-ranges"] == "bytes"
+        assert (
+            r.headers["content-disposition"]
+            == f'attachment; filename="{dataset.slug}-v{dataset.version}.zip"'
+        )
+        assert hashlib.sha256(r.content).hexdigest() == dataset.archive_sha256
+
+    @pytest.mark.parametrize("cut", [1, 777, "middle", "last"])
+    def test_resume_from_any_offset_is_byte_identical(
+        self, client: TestClient, dataset: Dataset, cut: int | str
+    ) -> None:
+        whole = client.get(_url(dataset)).content
+        size = len(whole)
+        offset = {"middle": size // 2, "last": size - 1}.get(cut, cut)  # type: ignore[arg-type]
+        first = whole[:offset]  # what a dropped connection left on disk
+        r = client.get(_url(dataset), headers={"Range": f"bytes={offset}-"})
+        assert r.status_code == 206
+        assert r.headers["content-range"] == f"bytes {offset}-{size - 1}/{size}"
+        assert int(r.headers["content-length"]) == size - offset
+        assert first + r.content == whole
+
+    def test_closed_and_suffix_ranges(self, client: TestClient, dataset: Dataset) -> None:
+        whole = client.get(_url(dataset)).content
+        size = len(whole)
+        r = client.get(_url(dataset), headers={"Range": "bytes=10-19"})
+        assert r.status_code == 206 and r.content == whole[10:20]
+        r = client.get(_url(dataset), headers={"Range": "bytes=-22"})  # the zip's end record
+        assert r.status_code == 206 and r.content == whole[-22:]
+        assert r.headers["content-range"] == f"bytes {size - 22}-{size - 1}/{size}"
+        r = client.get(_url(dataset), headers={"Range": f"bytes=0-{size * 2}"})
+        assert r.status_code == 206 and r.content == whole
+
+    def test_unsatisfiable_is_416(self, client: TestClient, dataset: Dataset) -> None:
+        size = dataset.archive_size
+        r = client.get(_url(dataset), headers={"Range": f"bytes={size}-"})
+        assert r.status_code == 416
+        assert r.headers["content-range"] == f"bytes */{size}"
+        assert "not satisfiable" in r.json()["detail"]
+
+    @pytest.mark.parametrize("header", ["bytes=abc", "bytes=9-3", "pages=1-2", "bytes=0-1,4-5"])
+    def test_malformed_range_is_ignored(
+        self, client: TestClient, dataset: Dataset, header: str
+    ) -> None:
+        r = client.get(_url(dataset), headers={"Range": header})
+        assert r.status_code == 200
+        assert len(r.content) == dataset.archive_size
+
+    def test_if_range(self, client: TestClient, dataset: Dataset) -> None:
+        etag = f'"{dataset.archive_sha256}"'
+        r = client.get(_url(dataset), headers={"Range": "bytes=5-", "If-Range": etag})
+        assert r.status_code == 206
+        r = client.get(_url(dataset), headers={"Range": "bytes=5-", "If-Range": '"stale"'})
+        assert r.status_code == 200 and len(r.content) == dataset.archive_size
+        modified = client.head(_url(dataset)).headers["last-modified"]
+        r = client.get(_url(dataset), headers={"Range": "bytes=5-", "If-Range": modified})
+        assert r.status_code == 206
+
+    def test_if_none_match(self, client: TestClient, dataset: Dataset) -> None:
+        r = client.get(_url(dataset), headers={"If-None-Match": f'"{dataset.archive_sha256}"'})
+        assert r.status_code == 304 and r.content == b""
+
+    def test_head(self, client: TestClient, dataset: Dataset) -> None:
+        r = client.head(_url(dataset))
+        assert r.status_code == 200 and r.content == b""
+        assert int(r.headers["content-length"]) == dataset.archive_size
+        assert r.headers["etag"] == f'"{dataset.archive_sha256}"'
+        r = client.head(_url(dataset), headers={"Range": "bytes=-10"})
+        assert r.status_code == 206 and r.headers["content-length"] == "10"
+
+
+class TestArchiveContents:
+    def test_unzip_verify_and_metadata(
+        self, client: TestClient, dataset: Dataset, tmp_path: Path
+    ) -> None:
+        data = client.get(_url(dataset)).content
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            zf.extractall(tmp_path)
+            names = set(zf.namelist())
+        sums = client.get(f"/datasets/{dataset.slug}/SHA256SUMS")
+        assert sums.headers["content-type"].startswith("text/plain")
+        assert sums.text == (tmp_path / "SHA256SUMS").read_text()
+        listed = set()
+        for line in sums.text.splitlines():
+            digest, name = line.split("  ")
+            assert hashlib.sha256((tmp_path / name).read_bytes()).hexdigest() == digest, name
+            listed.add(name)
+        assert listed == names - {"SHA256SUMS"}
+        with (tmp_path / "metadata.csv").open() as fh:
+            rows = list(csv.DictReader(fh))
+        assert [int(r["index"]) for r in rows] == list(range(dataset.count))
+        for row in rows:
+            assert (tmp_path / row["file_name"]).is_file()
+            assert (tmp_path / row["mask_file_name"]).is_file()
+
+    def test_loads_with_hugging_face_imagefolder(
+        self, client: TestClient, dataset: Dataset, tmp_path: Path
+    ) -> None:
+        datasets = pytest.importorskip("datasets")
+        data = client.get(_url(dataset)).content
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            zf.extractall(tmp_path / "data")
+        loaded = datasets.load_dataset(
+            "imagefolder", data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache")
+        )
+        split = loaded["train"]
+        # datasets 5.x: metadata.csv's `file_name` and `mask_file_name` make `image` and
+        # `mask` image columns; masks/ is not read as a second set of examples.
+        assert split.num_rows == dataset.count
+        assert {"image", "mask", "index", "seed"} <= set(split.column_names)
+        assert isinstance(split.features["mask"], datasets.Image)
+        row = split.sort("index")[0]
+        assert row["index"] == 0 and row["seed"] == 1000
+        assert row["image"].size == (dataset.resolution, dataset.resolution)
+        assert row["mask"].size == (dataset.resolution, dataset.resolution)
+        assert row["image"].mode == "RGB" and row["mask"].mode == "L"
