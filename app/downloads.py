@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from email.utils import format_datetime
 
 from fastapi import Request
@@ -116,7 +116,8 @@ def if_range_matches(if_range: str | None, *, etag: str, last_modified: str | No
 
 
 def http_date(moment: datetime) -> str:
-    return format_datetime(moment, usegmt=True)
+    # PostgreSQL hands back zoneinfo("Etc/UTC"), which format_datetime does not accept as UTC.
+    return format_datetime(moment.astimezone(UTC), usegmt=True)
 
 
 def not_modified(etag: str, headers: dict[str, str] | None = None) -> Response:
