@@ -1,0 +1,320 @@
+"""Benchmark of the public datasets API against baselines measured in the same run.
+
+    .venv/bin/python -m bench.api [--seconds 10] [--connections 32] [--archive-mb 1024]
+
+Starts SeaweedFS (tests/s3server.py) and a temporary PostgreSQL database, seeds a few
+published datasets, serves ``create_app`` with uvicorn in a child process (plus a bare
+``/bench/bare`` route returning a fixed JSON in the same process), then prints:
+
+- requests/s and p50/p99 latency of ``GET /datasets``, ``GET /datasets/{slug}`` and a
+  thumbnail, each beside the bare route (ratios), at 32 concurrent connections (wrk if
+  installed, else an asyncio httpx client);
+- download throughput of a large archive through the API vs a direct boto3 read of the same
+  object, and the server's peak RSS growth while serving it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN_URL = os.environ.get(
+    "SYNTHMED_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+BUCKET = "synthmed-bench"
+BARE = {"status": "ok", "items": [], "total": 0}
+
+
+def bench_app():  # uvicorn --factory entry point, configured through SYNTHMED_* env vars
+    from app.main import create_app
+
+    app = create_app()
+
+    @app.get("/bench/bare", include_in_schema=False)
+    def bare() -> dict:
+        return BARE
+
+    return app
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def make_database() -> str:
+    name = f"synthmed_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    from alembic import command
+
+    from tests.conftest import alembic_config
+
+    command.upgrade(alembic_config(url), "head")
+    return url
+
+
+def drop_database(url: str) -> None:
+    name = make_url(url).database
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def seed(url: str, storage, *, archive_mb: int) -> tuple[str, str, int]:
+    """Published datasets; the last one gets an ``archive_mb`` MB archive. (slug, big, size)"""
+    from app import keys
+    from app.db import make_engine
+    from tests.factories import make_published_dataset
+
+    engine = make_engine(url)
+    with Session(engine, expire_on_commit=False) as session:
+        first = None
+        for i in range(12):
+            d = make_published_dataset(
+                session,
+                storage,
+                count=4,
+                title=f"Bench dataset {i}",
+                metrics={"tstr_f1_synthetic": 0.8 + i / 100, "kl": 0.1},
+            )
+            first = first or d
+        big = make_published_dataset(session, storage, count=2, title="Bench big archive")
+        path = Path(tempfile.mkstemp(suffix=".bin")[1])
+        digest = hashlib.sha256()
+        block = os.urandom(1 << 20)
+        with path.open("wb") as fh:
+            for i in range(archive_mb):
+                chunk = i.to_bytes(8, "little") + block[8:]
+                digest.update(chunk)
+                fh.write(chunk)
+        key = keys.archive(big.id, 99)
+        storage.put_file(key, path, content_type="application/zip")
+        size = path.stat().st_size
+        path.unlink()
+        big.archive_key, big.archive_size, big.archive_sha256 = key, size, digest.hexdigest()
+        session.commit()
+        assert first is not None
+        result = first.slug, big.slug, size
+    engine.dispose()
+    return result
+
+
+# --------------------------------------------------------------------------- load
+
+
+def run_wrk(url: str, seconds: int, connections: int) -> tuple[float, float, float]:
+    out = subprocess.run(
+        ["wrk", f"-t{min(4, connections)}", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+    def ms(label: str) -> float:
+        m = re.search(rf"^\s*{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        assert m, out
+        return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if non2xx:
+        raise RuntimeError(f"{url}: {non2xx.group(1)} error responses")
+    return rps, ms("50%"), ms("99%")
+
+
+async def _py_load(url: str, seconds: int, connections: int) -> tuple[float, float, float]:
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=connections)) as client:
+
+        async def worker() -> None:
+            while time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                r = await client.get(url)
+                r.raise_for_status()
+                latencies.append((time.perf_counter() - t0) * 1e3)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(connections)))
+        elapsed = time.perf_counter() - t0
+    q = statistics.quantiles(latencies, n=100)
+    return len(latencies) / elapsed, q[49], q[98]
+
+
+def load(url: str, seconds: int, connections: int) -> tuple[float, float, float]:
+    if shutil.which("wrk"):
+        return run_wrk(url, seconds, connections)
+    return asyncio.run(_py_load(url, seconds, connections))
+
+
+# --------------------------------------------------------------------------- download
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def download_api(url: str, pid: int) -> tuple[float, int, int]:
+    """(MB/s, bytes, peak RSS growth in kB) for one streamed download."""
+    base = rss_kb(pid)
+    peak = [base]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_kb(pid))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    n = 0
+    t0 = time.perf_counter()
+    with httpx.stream("GET", url, timeout=120) as r:
+        r.raise_for_status()
+        for chunk in r.iter_raw(1 << 20):
+            n += len(chunk)
+    elapsed = time.perf_counter() - t0
+    done.set()
+    sampler.join()
+    return n / elapsed / 1e6, n, peak[0] - base
+
+
+def download_boto3(storage, key: str) -> tuple[float, int]:
+    n = 0
+    t0 = time.perf_counter()
+    body = storage.client.get_object(Bucket=storage.bucket, Key=storage._full(key))["Body"]
+    while chunk := body.read(1 << 20):
+        n += len(chunk)
+    return n / (time.perf_counter() - t0) / 1e6, n
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--archive-mb", type=int, default=1024)
+    parser.add_argument("--port", type=int, default=18765)
+    args = parser.parse_args()
+
+    from app.storage import S3Storage
+    from tests.s3server import SeaweedServer
+
+    work = Path(tempfile.mkdtemp(prefix="synthmed-bench-"))
+    db_url = make_database()
+    server = None
+    try:
+        with SeaweedServer(work / "seaweedfs") as s3:
+            storage = S3Storage(
+                BUCKET,
+                endpoint_url=s3.endpoint,
+                access_key=s3.access_key,
+                secret_key=s3.secret_key,
+                prefix="bench",
+            )
+            storage.ensure_bucket()
+            t0 = time.perf_counter()
+            slug, big_slug, size = seed(db_url, storage, archive_mb=args.archive_mb)
+            print(f"seeded in {time.perf_counter() - t0:.1f}s; archive {size / 1e6:.0f} MB")
+            env = {
+                **os.environ,
+                "SYNTHMED_DATABASE_URL": db_url,
+                "SYNTHMED_STORAGE_URL": f"s3://{BUCKET}/bench?endpoint={s3.endpoint}",
+                "SYNTHMED_STORAGE_ACCESS_KEY": s3.access_key,
+                "SYNTHMED_STORAGE_SECRET_KEY": s3.secret_key,
+                "SYNTHMED_BROKER_URL": "memory://",
+                "SYNTHMED_RATE_LIMIT_PER_MINUTE": "0",
+            }
+            extra = []
+            for module, flag in (("uvloop", "--loop=uvloop"), ("httptools", "--http=httptools")):
+                try:
+                    __import__(module)
+                    extra.append(flag)
+                except ImportError:
+                    pass
+            cmd = [
+                sys.executable, "-m", "uvicorn", "bench.api:bench_app", "--factory",
+                "--host", "127.0.0.1", "--port", str(args.port), "--log-level", "warning",
+                "--no-access-log", *extra,
+            ]  # fmt: skip
+            server = subprocess.Popen(cmd, cwd=ROOT, env=env)
+            base = f"http://127.0.0.1:{args.port}"
+            for _ in range(200):
+                try:
+                    if httpx.get(f"{base}/bench/bare").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            print(f"uvicorn {' '.join(extra) or '(h11, asyncio)'}; load generator: "
+                  f"{'wrk' if shutil.which('wrk') else 'python asyncio'}; "
+                  f"{args.connections} connections, {args.seconds}s each")  # fmt: skip
+            targets = {
+                "GET /datasets": "/datasets",
+                "GET /datasets/{slug}": f"/datasets/{slug}",
+                "GET thumbnail": f"/datasets/{slug}/samples/0/thumb.webp",
+            }
+            for path in [*targets.values(), "/bench/bare"]:  # warm up
+                load(base + path, 2, args.connections)
+            print(f"{'endpoint':24} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}   "
+                  f"{'bare req/s':>10} {'bare p99':>8}   "
+                  f"{'rps ratio':>9} {'p99 ratio':>9}")  # fmt: skip
+            for label, path in targets.items():
+                rps, p50, p99 = load(base + path, args.seconds, args.connections)
+                b_rps, b_p50, b_p99 = load(base + "/bench/bare", args.seconds, args.connections)
+                print(f"{label:24} {rps:9.0f} {p50:8.2f} {p99:8.2f}   {b_rps:10.0f} "
+                      f"{b_p99:8.2f}   {rps / b_rps:9.2f} {p99 / b_p99:9.2f}")  # fmt: skip
+
+            key = f"public/datasets/{big_slug}"  # placeholder, replaced below
+            from app.db import make_engine
+            from app.tables import Dataset
+
+            engine = make_engine(db_url)
+            with Session(engine) as session:
+                key = session.query(Dataset).filter_by(slug=big_slug).one().archive_key
+            engine.dispose()
+            boto_mbs, n1 = download_boto3(storage, key)
+            api_mbs, n2, rss_growth = download_api(
+                f"{base}/datasets/{big_slug}/download", server.pid
+            )
+            boto_mbs2, _ = download_boto3(storage, key)
+            boto = max(boto_mbs, boto_mbs2)
+            assert n1 == n2 == size, (n1, n2, size)
+            print(f"download {size / 1e6:.0f} MB: API {api_mbs:.0f} MB/s, direct boto3 "
+                  f"{boto:.0f} MB/s, ratio {api_mbs / boto:.2f}; server peak RSS growth "
+                  f"{rss_growth / 1024:.1f} MB")  # fmt: skip
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=10)
+        drop_database(db_url)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
