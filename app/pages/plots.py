@@ -43,8 +43,9 @@ Common optional keys, for every kind::
      "series": {"real": {"min": 0.0, "q1": 0.1, "median": 0.2, "q3": 0.3, "max": 0.5},
                 "synthetic": {...}}}             # "mean" optional, drawn as a diamond
 
-Series named ``real`` are blue and ``synthetic`` orange; other names take the next colour
-of a colour-blind-safe palette.
+Series (and bar labels) named ``real`` are blue and ``synthetic`` orange, also when the word
+appears inside a longer label ("trained on synthetic"); other names take the next colour of
+the palette.
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ def bars_svg(spec: dict[str, Any], *, title: str) -> Markup | None:
         cx = frame.px(i + 0.5)
         parts.append(
             f'<text x="{cx:.1f}" y="{frame.bottom + 16}" text-anchor="middle" class="tick">'
-            f"{escape(_clip(str(label), 18))}</text>"
+            f"{escape(_clip(str(label), max(8, int(slot / 7))))}</text>"
         )
         if value is None:
             parts.append(
@@ -389,8 +390,18 @@ def _legend(names: Iterable[str]) -> str:
 
 
 def _colours(names: Iterable[str]) -> list[str]:
+    """Real is blue and synthetic orange (also inside a longer label); others take turns."""
     spare = iter(p for p in PALETTE if p not in NAMED.values())
-    return [NAMED.get(name) or next(spare, PALETTE[-1]) for name in names]
+    out = []
+    for name in names:
+        lowered = name.lower()
+        known = next((c for key, c in NAMED.items() if key == lowered), None)
+        if known is None:
+            known = NAMED["synthetic"] if "synthetic" in lowered else None
+        if known is None and "real" in lowered.split():
+            known = NAMED["real"]
+        out.append(known or next(spare, PALETTE[-1]))
+    return out
 
 
 def _number(value: Any) -> float | None:
