@@ -1,0 +1,114 @@
+import importlib.util
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.evaluate.report import Metric, evaluate_dataset
+from models.phantom import phantom_pairs
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    # Tiny convolutions on a shared 2-core machine run faster without intra-op threads.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _paper_table():
+    spec = importlib.util.spec_from_file_location("paper_table", ROOT / "bench/paper_table.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class TestMetric:
+    def test_values_become_plain_json(self) -> None:
+        m = Metric("x", np.float32(0.5), {"a": np.arange(2), "b": float("nan"), "c": (1, 2)})
+        assert m.to_dict() == {
+            "name": "x",
+            "value": 0.5,
+            "details": {"a": [0, 1], "b": None, "c": [1, 2]},
+        }
+        assert Metric("y", float("inf")).value is None
+
+
+class TestEvaluateDataset:
+    def test_tiny_run_produces_every_metric(self) -> None:
+        real_train = phantom_pairs(4, size=64, seed=0)
+        real_test = phantom_pairs(3, size=64, seed=50)
+        synthetic = phantom_pairs(4, size=64, seed=90)
+        progress: list[tuple[float, str]] = []
+        metrics = evaluate_dataset(
+            real_train,
+            real_test,
+            synthetic,
+            tstr_steps=2,
+            seeds=(0,),
+            batch_size=2,
+            crop=32,
+            levels=2,
+            base=4,
+            second_observer=[p.mask for p in real_test],
+            on_progress=lambda f, m: progress.append((f, m)),
+        )
+        names = [m.name for m in metrics]
+        assert len(names) == len(set(names))
+        expected = {
+            "memorisation_passed",
+            "memorisation_flagged",
+            "memorisation_max_dice",
+            "memorisation_max_similarity",
+            "kl_real_syn",
+            "kl_syn_real",
+            "kl_real_real",
+            "vessel_fraction",
+            "vessel_width",
+            "vessel_branch_points",
+            "vessel_tortuosity",
+            "tstr_f1_real",
+            "tstr_f1_synthetic",
+            "tstr_f1_mixed",
+            "tstr_auc_synthetic",
+            "tstr_f1_ratio",
+            "tstr_f1_second_observer",
+            "seg_fid",
+            "seg_kid",
+        }
+        assert expected <= set(names)
+        by_name = {m.name: m for m in metrics}
+        assert by_name["memorisation_passed"].value == 1.0
+        rows = [m.to_dict() for m in metrics]
+        json.dumps(rows, allow_nan=False)
+        assert progress[0][0] == 0.0 and progress[-1][0] == 1.0
+        assert [f for f, _ in progress] == sorted(f for f, _ in progress)
+
+        table = _paper_table().format_table(rows)
+        assert "0.8877" in table and "4.759" in table
+        assert "not measured" not in table
+
+    def test_requires_synthetic(self) -> None:
+        real = phantom_pairs(2, size=32, seed=0)
+        with pytest.raises(ValueError):
+            evaluate_dataset(real, real, [], tstr_steps=1)
+
+
+class TestPaperTable:
+    def test_missing_and_present_rows(self, tmp_path, capsys) -> None:
+        module = _paper_table()
+        rows = [{"name": "tstr_f1_real", "value": 0.8, "details": {"std": 0.01}}]
+        table = module.format_table(rows)
+        assert "0.8000 ± 0.0100" in table
+        assert table.count("not measured") == 3
+        path = tmp_path / "m.json"
+        path.write_text(json.dumps(rows))
+        assert module.main(["--metrics", str(path)]) == 0
+        assert "0.8988" in capsys.readouterr().out

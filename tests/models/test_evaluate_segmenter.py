@@ -1,0 +1,89 @@
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+
+from models.evaluate.segmenter import (
+    UNet,
+    encoder_features,
+    fov_loss,
+    predict,
+    train_segmenter,
+)
+from models.phantom import phantom_pairs
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    # Tiny convolutions on a shared 2-core machine run faster without intra-op threads.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def pairs() -> list:
+    return phantom_pairs(3, size=48, seed=0)
+
+
+class TestUNet:
+    def test_shapes(self) -> None:
+        net = UNet(levels=3, base=4)
+        assert net(torch.zeros(2, 3, 32, 40)).shape == (2, 1, 32, 40)
+        bottleneck, skips = net.encode(torch.zeros(1, 3, 32, 40))
+        assert bottleneck.shape == (1, 32, 4, 5) and len(skips) == 3
+        assert net.feature_dim == 32
+
+    def test_bad_config(self) -> None:
+        with pytest.raises(ValueError):
+            UNet(levels=0)
+
+
+class TestLoss:
+    def test_outside_fov_does_not_count(self) -> None:
+        logits = torch.randn(1, 1, 8, 8)
+        mask = (torch.rand(1, 1, 8, 8) > 0.7).float()
+        fov = torch.zeros(1, 1, 8, 8)
+        fov[..., 2:6, 2:6] = 1
+        changed = logits.clone()
+        changed[..., 0, :] = 50.0
+        a, b = fov_loss(logits, mask, fov), fov_loss(changed, mask, fov)
+        assert torch.allclose(a["loss"], b["loss"])
+        assert a["loss"] > 0
+
+
+class TestTrainAndPredict:
+    def test_train_is_reproducible_and_finite(self, pairs) -> None:
+        seen: list[dict[str, float]] = []
+        kwargs = dict(steps=3, batch_size=2, crop=32, levels=2, base=4)
+        a = train_segmenter(pairs, seed=1, on_progress=lambda s, loss: seen.append(loss), **kwargs)
+        b = train_segmenter(pairs, seed=1, **kwargs)
+        assert len(seen) == 3 and all(np.isfinite(v["loss"]) for v in seen)
+        for pa, pb in zip(a.state_dict().values(), b.state_dict().values(), strict=True):
+            assert torch.equal(pa, pb)
+        assert not a.training
+
+    def test_crop_must_fit_levels(self, pairs) -> None:
+        with pytest.raises(ValueError, match="multiple"):
+            train_segmenter(pairs, steps=1, crop=30, levels=2, base=4)
+
+    def test_predict_whole_images_of_odd_size(self, pairs) -> None:
+        model = train_segmenter(pairs, steps=1, batch_size=1, crop=16, levels=3, base=4)
+        odd = [
+            type(pairs[0])(
+                name="odd",
+                image=pairs[0].image[:45, :37],
+                mask=pairs[0].mask[:45, :37],
+                fov=pairs[0].fov[:45, :37],
+            )
+        ]
+        (prob,) = predict(model, odd)
+        assert prob.shape == (45, 37) and prob.dtype == np.float32
+        assert ((prob >= 0) & (prob <= 1)).all()
+
+    def test_encoder_features(self, pairs) -> None:
+        model = UNet(levels=2, base=4).eval()
+        feats = encoder_features(model, [p.image for p in pairs])
+        assert feats.shape == (3, 16) and feats.dtype == np.float64
