@@ -214,8 +214,9 @@ def _nearest(
     dice = torch.stack(dices)  # (flips, Q, T)
     sim = torch.stack(sims)
     n_t = t_masks.shape[0]
-    best_dice, arg_d = dice.permute(1, 0, 2).reshape(len(qm), -1).max(dim=1)
-    best_sim, arg_s = sim.permute(1, 0, 2).reshape(len(qm), -1).max(dim=1)
+    width = len(flips) * n_t
+    best_dice, arg_d = dice.permute(1, 0, 2).reshape(len(qm), width).max(dim=1)
+    best_sim, arg_s = sim.permute(1, 0, 2).reshape(len(qm), width).max(dim=1)
     return {
         "dice": best_dice,
         "dice_train": arg_d % n_t,

@@ -114,7 +114,8 @@ def fov_loss(logits: Tensor, mask: Tensor, fov: Tensor, *, eps: float = 1.0) -> 
 def _random_batch(
     data: Sequence[Tensor], batch_size: int, crop: int, gen: torch.Generator
 ) -> Tensor:
-    """Random crops with random flips and 90° turns, identical on all five channels."""
+    """Random crop x crop patches with random flips and transposes (so all 8 rotations and
+    reflections), identical on all five channels."""
     out = []
     for _ in range(batch_size):
         item = data[int(torch.randint(len(data), (1,), generator=gen))]
@@ -123,11 +124,13 @@ def _random_batch(
         y = int(torch.randint(h - ch + 1, (1,), generator=gen))
         x = int(torch.randint(w - cw + 1, (1,), generator=gen))
         patch = item[:, y : y + ch, x : x + cw]
+        # Images smaller than the crop are zero-padded (FOV 0 there) so sizes can mix.
+        patch = F.pad(patch, (0, crop - cw, 0, crop - ch))
         if bool(torch.rand(1, generator=gen) < 0.5):
             patch = patch.flip(2)
         if bool(torch.rand(1, generator=gen) < 0.5):
             patch = patch.flip(1)
-        if ch == cw and bool(torch.rand(1, generator=gen) < 0.5):
+        if bool(torch.rand(1, generator=gen) < 0.5):
             patch = patch.transpose(1, 2)
         out.append(patch)
     return torch.stack(out)
@@ -148,10 +151,10 @@ def train_segmenter(
 ) -> UNet:
     """Train a U-Net on `pairs` with Adam and return it in eval mode.
 
-    Each step draws `batch_size` random `crop` x `crop` patches (clipped to the image; all
-    images in one batch must then share a size) with the same flip/transpose on image, mask
-    and FOV. `crop` must be a multiple of 2**levels. `on_progress(step, losses)` is called
-    after every step. Deterministic on CPU for a given seed.
+    Each step draws `batch_size` random `crop` x `crop` patches (zero-padded with FOV 0 where
+    an image is smaller) with the same flip/transpose on image, mask and FOV. `crop` must be
+    a multiple of 2**levels. Adam with a cosine-decayed learning rate. `on_progress(step,
+    losses)` is called after every step. Deterministic on CPU for a given seed.
     """
     if not pairs:
         raise ValueError("no training pairs")
