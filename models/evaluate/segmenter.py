@@ -163,9 +163,12 @@ def train_segmenter(
     if crop % 2**levels:
         raise ValueError(f"crop {crop} is not a multiple of 2**levels = {2**levels}")
     device = torch.device(device)
-    torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = UNet(3, 1, levels=levels, base=base).to(device)
+    # Seed the weight init without touching the caller's global RNG state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = UNet(3, 1, levels=levels, base=base)
+    model = model.to(device)
     data = [_pair_tensor(p) for p in pairs]
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
