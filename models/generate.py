@@ -1,0 +1,148 @@
+"""Generation: noise -> Stage I (mask, FOV) -> Stage II image, reproducible per sample.
+
+Sample ``i`` of a run with seed ``s`` draws its noise from its own generator seeded by
+``sample_seed(s, i)``, and both stages run in eval mode (batch norm uses its running
+statistics), so a sample does not depend on ``start``, ``batch_size`` or its batch-mates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from models.config import PipelineConfig, Stage1Config
+from models.networks import Runtime, resolve_device
+from models.stage1 import sample_noise
+from models.stage2 import condition
+
+if TYPE_CHECKING:
+    from models.train import TrainedPipeline
+
+
+@dataclass(frozen=True)
+class GeneratedSample:
+    index: int
+    seed: int
+    image: np.ndarray  # (H, W, 3) uint8, black outside the FOV
+    mask: np.ndarray  # (H, W) uint8 in {0, 1}, vessels
+    fov: np.ndarray  # (H, W) uint8 in {0, 1}
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """The seed of sample ``index`` in a run with ``seed``: stable across versions and hosts."""
+    if index < 0:
+        raise ValueError(f"sample index must be >= 0, got {index}")
+    digest = hashlib.blake2b(f"synthmed-sample/{seed}/{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+def sample_noise_for(cfg: Stage1Config, seed: int, indices: range) -> Tensor:
+    """Stage I noise for the given sample indices, one generator per sample."""
+    rows = [
+        sample_noise(cfg, 1, torch.Generator().manual_seed(sample_seed(seed, i))) for i in indices
+    ]
+    return torch.cat(rows)
+
+
+def noise_batch(cfg: Stage1Config, *, seed: int, count: int) -> Tensor:
+    return sample_noise_for(cfg, seed, range(count))
+
+
+@torch.inference_mode()
+def synthesize(
+    stage1: nn.Module, stage2: nn.Module, config: PipelineConfig, z: Tensor, runtime: Runtime
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Noise -> (images in [-1, 1] with black outside the FOV, masks, FOVs in {0, 1}).
+
+    The networks must already be in eval mode and on ``runtime.device``.
+    """
+    with runtime.autocast():
+        geometry = stage1(runtime.tensor(z)).float()
+    binary = (geometry > 0).float()
+    fov = binary[:, 1:2]
+    # Vessels exist only inside the eye; Stage I occasionally paints a few outside it.
+    mask = binary[:, 0:1] * fov
+    with runtime.autocast():
+        image = stage2(runtime.tensor(condition(config.stage2, mask, fov))).float()
+    image = torch.where(fov > 0, image.clamp(-1.0, 1.0), torch.full_like(image, -1.0))
+    return image, mask, fov
+
+
+def generate(
+    pipeline: TrainedPipeline,
+    *,
+    count: int,
+    seed: int,
+    start: int = 0,
+    batch_size: int = 32,
+    device: str | torch.device | None = None,
+    fast: bool = True,
+) -> Iterator[GeneratedSample]:
+    """Samples ``start .. start + count - 1``, batched on the device.
+
+    ``device=None`` runs where the pipeline's networks are. The pipeline's own modules are
+    left untouched (copies are moved and switched to eval mode).
+    """
+    if count < 0 or start < 0:
+        raise ValueError(f"count and start must be >= 0, got count={count}, start={start}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if device is None:
+        dev = next(pipeline.stage1_generator.parameters()).device
+    else:
+        dev = resolve_device(device)
+    runtime = Runtime.create(dev, fast=fast)
+    stage1 = runtime.module(copy.deepcopy(pipeline.stage1_generator)).eval()
+    stage2 = runtime.module(copy.deepcopy(pipeline.stage2_generator)).eval()
+    cfg = pipeline.config
+    for first in range(start, start + count, batch_size):
+        indices = range(first, min(first + batch_size, start + count))
+        z = sample_noise_for(cfg.stage1, seed, indices)
+        image, mask, fov = synthesize(stage1, stage2, cfg, z, runtime)
+        images = _to_uint8(image)
+        masks = mask[:, 0].to(torch.uint8).cpu().numpy()
+        fovs = fov[:, 0].to(torch.uint8).cpu().numpy()
+        for j, i in enumerate(indices):
+            yield GeneratedSample(
+                index=i, seed=sample_seed(seed, i), image=images[j], mask=masks[j], fov=fovs[j]
+            )
+
+
+def sample_grid(
+    stage1: nn.Module, stage2: nn.Module, config: PipelineConfig, z: Tensor
+) -> np.ndarray:
+    """A uint8 RGB grid: generated masks on the top row (vessels white, FOV grey), their
+    images below. Switches the networks to eval mode for the duration only."""
+    dev = next(stage1.parameters()).device
+    with _eval_mode(stage1, stage2):
+        image, mask, fov = synthesize(stage1, stage2, config, z, Runtime(device=dev))
+    shown = (mask * 215 + fov * 40).expand(-1, 3, -1, -1)  # vessel 255, FOV 40, outside 0
+    top = torch.cat(list(shown.round().to(torch.uint8).cpu()), dim=2)
+    bottom = torch.cat(list(torch.from_numpy(_to_uint8(image)).permute(0, 3, 1, 2)), dim=2)
+    return torch.cat([top, bottom], dim=1).permute(1, 2, 0).contiguous().numpy()
+
+
+def _to_uint8(image: Tensor) -> np.ndarray:
+    """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8, rounding as ``to_uint8_image`` does."""
+    x = ((image.float().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+@contextlib.contextmanager
+def _eval_mode(*nets: nn.Module) -> Iterator[None]:
+    modes = [n.training for n in nets]
+    for n in nets:
+        n.eval()
+    try:
+        yield
+    finally:
+        for n, mode in zip(nets, modes, strict=True):
+            n.train(mode)

@@ -1,0 +1,122 @@
+"""Stage I: a DCGAN that maps noise to vessel geometry, a 2-channel (vessel mask, FOV) image.
+
+Both channels are in [-1, 1] while training (real masks are mapped 0 -> -1, 1 -> 1) and are
+thresholded at 0 when sampling. Generating the FOV too lets Stage II and the sample writer
+blacken everything outside the disc, as in real fundus photographs.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.config import Stage1Config
+from models.networks import Runtime, build_discriminator, build_generator
+from models.transforms import diff_augment
+
+CHANNELS = 2  # vessel mask, FOV
+
+
+def sample_noise(cfg: Stage1Config, n: int, generator: torch.Generator) -> Tensor:
+    """(n, z_dim) noise on the generator's device: U[-1, 1] (the paper) or N(0, 1)."""
+    if cfg.z_dist == "uniform":
+        return torch.rand(n, cfg.z_dim, generator=generator, device=generator.device) * 2 - 1
+    return torch.randn(n, cfg.z_dim, generator=generator, device=generator.device)
+
+
+def build_stage1_generator(
+    cfg: Stage1Config, *, resolution: int, generator: torch.Generator | None = None
+) -> nn.Module:
+    return build_generator(
+        "dcgan", in_ch=cfg.z_dim, out_ch=CHANNELS, resolution=resolution, width=cfg.width,
+        max_width=cfg.max_width, norm=cfg.norm, kernel=cfg.kernel, generator=generator,
+    )
+
+
+def build_stage1_discriminator(
+    cfg: Stage1Config, *, resolution: int, generator: torch.Generator | None = None
+) -> nn.Module:
+    return build_discriminator(
+        "dcgan", in_ch=CHANNELS, resolution=resolution, width=cfg.width,
+        max_width=cfg.max_width, norm=cfg.norm, kernel=cfg.kernel, generator=generator,
+    )
+
+
+def real_geometry(mask: Tensor, fov: Tensor) -> Tensor:
+    """Real (mask, FOV) in {0, 1} -> the generator's 2-channel [-1, 1] target."""
+    return torch.cat([mask, fov], dim=1) * 2 - 1
+
+
+class DCGAN:
+    """Networks, optimisers and one training step. Losses are returned, not stored."""
+
+    def __init__(
+        self,
+        cfg: Stage1Config,
+        *,
+        resolution: int,
+        runtime: Runtime,
+        init_generator: torch.Generator,
+        generator_net: nn.Module | None = None,
+        discriminator_net: nn.Module | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.runtime = runtime
+        g = generator_net or build_stage1_generator(
+            cfg, resolution=resolution, generator=init_generator
+        )
+        d = discriminator_net or build_stage1_discriminator(
+            cfg, resolution=resolution, generator=init_generator
+        )
+        self.generator = runtime.module(g)
+        self.discriminator = runtime.module(d)
+        self._g = runtime.compiled(self.generator)
+        self._d = runtime.compiled(self.discriminator)
+        betas = (cfg.beta1, cfg.beta2)
+        self.opt_g = runtime.adam(self.generator.parameters(), lr=cfg.lr, betas=betas)
+        self.opt_d = runtime.adam(self.discriminator.parameters(), lr=cfg.lr, betas=betas)
+
+    def _augment(self, x: Tensor, rng: torch.Generator) -> Tensor:
+        if not self.cfg.diffaug:
+            return x
+        return diff_augment(x, self.cfg.diffaug, rng)
+
+    def _fake(self, n: int, rng: torch.Generator) -> Tensor:
+        z = self.runtime.tensor(sample_noise(self.cfg, n, rng))
+        with self.runtime.autocast():
+            return self._g(z)
+
+    def _logits(self, x: Tensor, rng: torch.Generator) -> Tensor:
+        with self.runtime.autocast():
+            return self._d(self._augment(x, rng)).float()
+
+    def step(self, real: Tensor, rng: torch.Generator) -> dict[str, Tensor]:
+        """One discriminator step, then ``g_steps_per_d`` generator steps (the paper uses 2:
+        a DCGAN discriminator on few images otherwise wins too quickly)."""
+        n = real.shape[0]
+        fake = self._fake(n, rng)
+        self.discriminator.requires_grad_(True)
+        d_real = self._logits(real, rng)
+        d_fake = self._logits(fake.detach(), rng)
+        loss_d = 0.5 * (
+            F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
+            + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
+        )
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+
+        # Frozen D: its gradients would be wasted work during the generator steps.
+        self.discriminator.requires_grad_(False)
+        loss_g = torch.zeros((), device=real.device)
+        for i in range(self.cfg.g_steps_per_d):
+            if i > 0:
+                fake = self._fake(n, rng)
+            logits = self._logits(fake, rng)
+            loss_g = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+            self.opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            self.opt_g.step()
+        self.discriminator.requires_grad_(True)
+        return {"stage1_d": loss_d.detach(), "stage1_g": loss_g.detach()}

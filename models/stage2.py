@@ -1,0 +1,115 @@
+"""Stage II: pix2pix, (vessel mask[, FOV]) -> RGB fundus image.
+
+U-Net generator that upsamples by resize-then-convolve, PatchGAN discriminator on the
+concatenation (condition, image), loss = adversarial + lambda_l1 * L1. Trained on real
+(mask, image) pairs, as in the paper: it never sees Stage I's output while training.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.config import Stage2Config
+from models.networks import Runtime, build_discriminator, build_generator
+from models.transforms import diff_augment
+
+IMAGE_CHANNELS = 3
+
+
+def build_stage2_generator(
+    cfg: Stage2Config, *, resolution: int, generator: torch.Generator | None = None
+) -> nn.Module:
+    return build_generator(
+        "unet", in_ch=cfg.cond_channels, out_ch=IMAGE_CHANNELS, resolution=resolution,
+        width=cfg.width, max_width=cfg.max_width, norm=cfg.norm, depth=cfg.depth,
+        upsample=cfg.upsample, generator=generator,
+    )
+
+
+def build_stage2_discriminator(
+    cfg: Stage2Config, *, resolution: int, generator: torch.Generator | None = None
+) -> nn.Module:
+    return build_discriminator(
+        "patch", in_ch=cfg.cond_channels + IMAGE_CHANNELS, resolution=resolution,
+        width=cfg.d_width, max_width=cfg.max_width, norm=cfg.norm, n_layers=cfg.d_layers,
+        generator=generator,
+    )
+
+
+def condition(cfg: Stage2Config, mask: Tensor, fov: Tensor) -> Tensor:
+    """Binary (mask, FOV) in {0, 1} -> the generator's [-1, 1] input."""
+    x = torch.cat([mask, fov], dim=1) if cfg.use_fov else mask
+    return x * 2 - 1
+
+
+class Pix2Pix:
+    """Networks, optimisers and one training step. Losses are returned, not stored."""
+
+    def __init__(
+        self,
+        cfg: Stage2Config,
+        *,
+        resolution: int,
+        runtime: Runtime,
+        init_generator: torch.Generator,
+        generator_net: nn.Module | None = None,
+        discriminator_net: nn.Module | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.runtime = runtime
+        g = generator_net or build_stage2_generator(
+            cfg, resolution=resolution, generator=init_generator
+        )
+        d = discriminator_net or build_stage2_discriminator(
+            cfg, resolution=resolution, generator=init_generator
+        )
+        self.generator = runtime.module(g)
+        self.discriminator = runtime.module(d)
+        self._g = runtime.compiled(self.generator)
+        self._d = runtime.compiled(self.discriminator)
+        betas = (cfg.beta1, cfg.beta2)
+        self.opt_g = runtime.adam(self.generator.parameters(), lr=cfg.lr, betas=betas)
+        self.opt_d = runtime.adam(self.discriminator.parameters(), lr=cfg.lr, betas=betas)
+        c = cfg.cond_channels
+        self._rgb = slice(c, c + IMAGE_CHANNELS)
+
+    def _logits(self, cond: Tensor, image: Tensor, rng: torch.Generator) -> Tensor:
+        # Augment condition and image together so translation/cutout keep them aligned;
+        # colour jitter touches the RGB channels only.
+        x = torch.cat([cond, image], dim=1)
+        if self.cfg.diffaug:
+            x = diff_augment(x, self.cfg.diffaug, rng, rgb_channels=self._rgb)
+        with self.runtime.autocast():
+            return self._d(x).float()
+
+    def step(self, cond: Tensor, real: Tensor, rng: torch.Generator) -> dict[str, Tensor]:
+        """D step on (real, detached fake) averaged, then G step with D frozen (pix2pix)."""
+        with self.runtime.autocast():
+            fake = self._g(cond)
+        self.discriminator.requires_grad_(True)
+        d_real = self._logits(cond, real, rng)
+        d_fake = self._logits(cond, fake.detach(), rng)
+        loss_d = 0.5 * (
+            F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
+            + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
+        )
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+
+        self.discriminator.requires_grad_(False)
+        logits = self._logits(cond, fake, rng)
+        loss_adv = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+        loss_l1 = F.l1_loss(fake.float(), real)
+        loss_g = loss_adv + self.cfg.lambda_l1 * loss_l1
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        self.discriminator.requires_grad_(True)
+        return {
+            "stage2_d": loss_d.detach(),
+            "stage2_g": loss_adv.detach(),
+            "stage2_l1": loss_l1.detach(),
+        }

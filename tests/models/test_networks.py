@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from models.config import CONFIG_NAMES, PipelineConfig, Stage2Config, named_config
+from models.networks import build_discriminator, build_generator, norm_layer
+from models.stage1 import build_stage1_discriminator, build_stage1_generator
+from models.stage2 import build_stage2_discriminator, build_stage2_generator
+
+
+@pytest.fixture(autouse=True)
+def _no_grad() -> object:
+    with torch.no_grad():
+        yield
+
+
+@pytest.mark.parametrize("resolution", [64, 128])
+@pytest.mark.parametrize("name", CONFIG_NAMES)
+class TestShapes:
+    def test_stage1(self, name: str, resolution: int) -> None:
+        cfg = named_config(name, resolution=resolution)
+        g = build_stage1_generator(cfg.stage1, resolution=resolution)
+        d = build_stage1_discriminator(cfg.stage1, resolution=resolution)
+        z = torch.rand(2, cfg.stage1.z_dim) * 2 - 1
+        x = g(z)
+        assert x.shape == (2, 2, resolution, resolution)
+        assert x.min() >= -1 and x.max() <= 1
+        assert d(x).shape == (2, 1)
+
+    def test_stage2(self, name: str, resolution: int) -> None:
+        cfg = named_config(name, resolution=resolution)
+        c = cfg.stage2.cond_channels
+        g = build_stage2_generator(cfg.stage2, resolution=resolution)
+        d = build_stage2_discriminator(cfg.stage2, resolution=resolution)
+        cond = torch.rand(2, c, resolution, resolution) * 2 - 1
+        y = g(cond)
+        assert y.shape == (2, 3, resolution, resolution)
+        assert y.min() >= -1 and y.max() <= 1
+        logits = d(torch.cat([cond, y], dim=1))
+        assert logits.shape[:2] == (2, 1) and logits.shape[2] > 1  # a patch grid, not a scalar
+        assert not any(isinstance(m, nn.ConvTranspose2d) for m in g.modules())
+
+
+def test_unet_depth_follows_resolution() -> None:
+    assert named_config("paper", resolution=512).stage2.depth == 8
+    assert named_config("paper", resolution=64).stage2.depth == 5
+
+
+def test_transposed_upsample_is_optional() -> None:
+    g = build_generator("unet", in_ch=1, out_ch=3, resolution=64, width=8, upsample="transposed")
+    assert any(isinstance(m, nn.ConvTranspose2d) for m in g.modules())
+    assert g(torch.zeros(1, 1, 64, 64)).shape == (1, 3, 64, 64)
+
+
+def test_dcgan_kernel_5() -> None:
+    g = build_generator("dcgan", in_ch=10, out_ch=2, resolution=64, width=8, kernel=5)
+    convs = [m for m in g.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert convs and all(m.kernel_size == (5, 5) and m.stride == (2, 2) for m in convs)
+
+
+class TestFactories:
+    def test_unknown_generator(self) -> None:
+        with pytest.raises(ValueError, match="unknown generator 'resnet'"):
+            build_generator("resnet", in_ch=1, out_ch=3, resolution=64)
+
+    def test_unknown_discriminator(self) -> None:
+        with pytest.raises(ValueError, match="unknown discriminator"):
+            build_discriminator("pixel", in_ch=1, resolution=64)
+
+    def test_unknown_norm(self) -> None:
+        with pytest.raises(ValueError, match="unknown norm"):
+            norm_layer("group")  # type: ignore[arg-type]
+
+    def test_unknown_config_lists_names(self) -> None:
+        with pytest.raises(ValueError, match="default.*paper"):
+            named_config("fancy", resolution=64)
+
+    @pytest.mark.parametrize("resolution", [32, 96, 1024])
+    def test_bad_resolution(self, resolution: int) -> None:
+        with pytest.raises(ValueError, match="power of two"):
+            named_config("default", resolution=resolution)
+
+    def test_init_is_seeded(self) -> None:
+        a = build_generator("unet", in_ch=1, out_ch=3, resolution=64, width=8,
+                            generator=torch.Generator().manual_seed(3))
+        b = build_generator("unet", in_ch=1, out_ch=3, resolution=64, width=8,
+                            generator=torch.Generator().manual_seed(3))
+        for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+            assert torch.equal(pa, pb)
+
+
+class TestConfig:
+    @pytest.mark.parametrize("name", CONFIG_NAMES)
+    def test_round_trip(self, name: str) -> None:
+        cfg = named_config(name, resolution=128)
+        assert PipelineConfig.from_dict(cfg.to_dict()) == cfg
+
+    def test_paper_recipe(self) -> None:
+        cfg = named_config("paper", resolution=512)
+        assert (cfg.stage1.z_dim, cfg.stage1.z_dist, cfg.stage1.kernel) == (100, "uniform", 5)
+        assert cfg.stage1.g_steps_per_d == 2
+        assert cfg.stage2.lambda_l1 == 1.0 and not cfg.stage2.use_fov
+
+    def test_unknown_key(self) -> None:
+        d = named_config("default", resolution=64).to_dict()
+        d["stage2"]["dropout"] = 0.5
+        with pytest.raises(ValueError, match="dropout"):
+            PipelineConfig.from_dict(d)
+
+    def test_too_deep(self) -> None:
+        with pytest.raises(ValueError, match="depth"):
+            PipelineConfig(name="x", resolution=64, stage2=Stage2Config(depth=7))

@@ -1,0 +1,172 @@
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from models.checkpoint import CheckpointError, load_pipeline, save_pipeline
+from models.config import PipelineConfig, named_config
+from models.data import FundusPair
+from models.phantom import phantom_pairs
+from models.train import TrainedPipeline, TrainProgress, train_pipeline
+
+SIZE = 64
+
+
+def tiny_config(name: str = "default") -> PipelineConfig:
+    """The named recipe at 64 px with narrow networks, so CPU tests stay fast."""
+    cfg = named_config(name, resolution=SIZE)
+    return dataclasses.replace(
+        cfg,
+        batch_size=4,
+        stage1=dataclasses.replace(cfg.stage1, width=8, max_width=64),
+        stage2=dataclasses.replace(cfg.stage2, width=8, d_width=8, max_width=64),
+    )
+
+
+@pytest.fixture(scope="module")
+def pairs() -> list[FundusPair]:
+    return phantom_pairs(6, size=SIZE, seed=1)
+
+
+def weights(p: TrainedPipeline) -> dict[str, torch.Tensor]:
+    out = {}
+    for part in ("stage1_generator", "stage2_generator", "stage1_discriminator",
+                 "stage2_discriminator"):
+        net = getattr(p, part)
+        out |= {f"{part}.{k}": v for k, v in net.state_dict().items()}
+    return out
+
+
+def assert_same_weights(a: TrainedPipeline, b: TrainedPipeline) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+class TestTraining:
+    def test_losses_finite_and_l1_falls(self, pairs: list[FundusPair]) -> None:
+        reports: list[TrainProgress] = []
+        grids: list[tuple[int, np.ndarray]] = []
+        cfg = tiny_config()
+        p = train_pipeline(
+            pairs, cfg, steps=30, seed=0, device="cpu", on_progress=reports.append,
+            progress_every=1, on_samples=lambda s, g: grids.append((s, g)), sample_every=15,
+        )
+        assert p.steps_done == 30
+        assert [r.step for r in reports] == list(range(1, 31))
+        assert all(r.total == 30 and r.images_per_s > 0 for r in reports)
+        keys = {"stage1_d", "stage1_g", "stage2_d", "stage2_g", "stage2_l1"}
+        for r in reports:
+            assert set(r.losses) == keys
+            assert all(math.isfinite(v) for v in r.losses.values())
+        l1 = [r.losses["stage2_l1"] for r in reports]
+        assert np.mean(l1[-5:]) < np.mean(l1[:5])
+
+        assert [s for s, _ in grids] == [15, 30]
+        grid = grids[-1][1]
+        assert grid.dtype == np.uint8 and grid.shape == (2 * SIZE, 8 * SIZE, 3)
+
+    def test_same_seed_same_weights(self, pairs: list[FundusPair]) -> None:
+        a = train_pipeline(pairs, tiny_config(), steps=4, seed=7, device="cpu")
+        b = train_pipeline(pairs, tiny_config(), steps=4, seed=7, device="cpu")
+        c = train_pipeline(pairs, tiny_config(), steps=4, seed=8, device="cpu")
+        assert_same_weights(a, b)
+        assert not torch.equal(
+            next(a.stage2_generator.parameters()), next(c.stage2_generator.parameters())
+        )
+
+    def test_plain_path_matches_fast_on_cpu(self, pairs: list[FundusPair]) -> None:
+        a = train_pipeline(pairs, tiny_config(), steps=3, seed=2, device="cpu", fast=True)
+        b = train_pipeline(pairs, tiny_config(), steps=3, seed=2, device="cpu", fast=False)
+        for (k, va), vb in zip(weights(a).items(), weights(b).values(), strict=True):
+            assert torch.allclose(va.float(), vb.float(), atol=1e-4), k
+
+    def test_paper_config_trains(self, pairs: list[FundusPair]) -> None:
+        cfg = tiny_config("paper")
+        p = train_pipeline(pairs, cfg, steps=2, device="cpu")
+        assert all(math.isfinite(v) for v in p.losses.values())
+
+    def test_rejects_wrong_resolution(self, pairs: list[FundusPair]) -> None:
+        cfg = dataclasses.replace(tiny_config(), resolution=128)
+        with pytest.raises(ValueError, match="64x64 px; the config needs 128"):
+            train_pipeline(pairs, cfg, steps=1, device="cpu")
+
+
+class TestResume:
+    def test_resume_continues_exactly(self, pairs: list[FundusPair]) -> None:
+        cfg = tiny_config()
+        checkpoints: list[bytes] = []
+        straight = train_pipeline(
+            pairs, cfg, steps=8, seed=3, device="cpu",
+            on_checkpoint=lambda p: checkpoints.append(save_pipeline(p)), checkpoint_every=5,
+        )
+        assert len(checkpoints) == 1
+        half = load_pipeline(checkpoints[0], expect_config=cfg)
+        assert half.steps_done == 5
+        resumed = train_pipeline(pairs, cfg, steps=8, seed=3, device="cpu", resume=half)
+        assert resumed.steps_done == 8
+        assert_same_weights(straight, resumed)
+
+    def test_resume_refuses_other_data(self, pairs: list[FundusPair]) -> None:
+        cfg = tiny_config()
+        p = train_pipeline(pairs, cfg, steps=1, device="cpu")
+        other = phantom_pairs(6, size=SIZE, seed=2)
+        with pytest.raises(ValueError, match="different data"):
+            train_pipeline(other, cfg, steps=2, device="cpu", resume=p)
+
+    def test_resume_refuses_other_config(self, pairs: list[FundusPair]) -> None:
+        cfg = tiny_config()
+        p = train_pipeline(pairs, cfg, steps=1, device="cpu")
+        other = dataclasses.replace(cfg, batch_size=2)
+        with pytest.raises(ValueError, match="config"):
+            train_pipeline(pairs, other, steps=2, device="cpu", resume=p)
+
+    def test_generation_only_checkpoint_cannot_resume(self, pairs: list[FundusPair]) -> None:
+        cfg = tiny_config()
+        p = train_pipeline(pairs, cfg, steps=1, device="cpu")
+        slim = dataclasses.replace(
+            p, stage1_discriminator=None, stage2_discriminator=None, optimizer_states={}
+        )
+        with pytest.raises(ValueError, match="generation only"):
+            resume = load_pipeline(save_pipeline(slim))
+            train_pipeline(pairs, cfg, steps=2, device="cpu", resume=resume)
+
+
+@pytest.fixture(scope="module")
+def blob(pairs: list[FundusPair]) -> bytes:
+    return save_pipeline(train_pipeline(pairs, tiny_config(), steps=1, device="cpu"))
+
+
+class TestCheckpointErrors:
+    def test_round_trip_fields(self, blob: bytes, pairs: list[FundusPair]) -> None:
+        p = load_pipeline(blob)
+        assert p.config == tiny_config()
+        assert p.steps_done == 1 and p.resumable
+        assert p.data_fingerprint
+
+    def test_mismatched_config(self, blob: bytes) -> None:
+        with pytest.raises(CheckpointError, match="expected"):
+            load_pipeline(blob, expect_config=tiny_config("paper"))
+
+    @pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
+    def test_corrupt(self, blob: bytes, damage: str) -> None:
+        data = {"garbage": b"not a checkpoint" * 10, "truncated": blob[: len(blob) // 2],
+                "empty": b""}[damage]
+        with pytest.raises(CheckpointError):
+            load_pipeline(data)
+
+    def test_foreign_torch_file(self) -> None:
+        import io
+
+        buf = io.BytesIO()
+        torch.save({"weights": torch.zeros(3)}, buf)
+        with pytest.raises(CheckpointError, match="not a SynthMed"):
+            load_pipeline(buf.getvalue())
+
+    def test_is_value_error(self) -> None:
+        assert issubclass(CheckpointError, ValueError)
