@@ -1,9 +1,12 @@
-"""Print the paper's evaluation table beside ours.
+"""Print the paper's evaluation table beside ours, from the stored metrics.
 
-Ours come from a JSON file of metric rows (a list of {"name", "value", "details"}, as
-`models.evaluate.report.Metric.to_dict()` writes them):
+    python bench/paper_table.py                      # the latest evaluated pipeline
+    python bench/paper_table.py --pipeline 3         # a given pipeline's metrics
+    python bench/paper_table.py --dataset SLUG       # a dataset's metrics
+    python bench/paper_table.py --metrics m.json     # a JSON list of {name, value, details}
 
-    python bench/paper_table.py --metrics metrics.json
+Metrics are read from the database named by SYNTHMED_DATABASE_URL (`synthmed evaluate`
+stores a pipeline's, the evaluation job a dataset's).
 """
 
 from __future__ import annotations
@@ -14,71 +17,54 @@ import sys
 from pathlib import Path
 from typing import Any
 
-# (label, paper value, our metric name). The paper reports single numbers, no spread.
-PAPER_ROWS: tuple[tuple[str, float, str], ...] = (
-    ("F1, U-Net trained on real", 0.8988, "tstr_f1_real"),
-    ("F1, U-Net trained on synthetic", 0.8877, "tstr_f1_synthetic"),
-    ("KL divergence, real vs synthetic", 4.759, "kl_real_syn"),
-    ("KL divergence, real vs real", 4.2e-4, "kl_real_real"),
-)
-# Ours only: shown below the paper's rows when present.
-EXTRA_ROWS: tuple[tuple[str, str], ...] = (
-    ("F1, U-Net trained on real + synthetic", "tstr_f1_mixed"),
-    ("F1, second human observer", "tstr_f1_second_observer"),
-    ("AUC, trained on real", "tstr_auc_real"),
-    ("AUC, trained on synthetic", "tstr_auc_synthetic"),
-    ("KL divergence, synthetic vs real", "kl_syn_real"),
-    ("seg-FID, synthetic vs real test", "seg_fid"),
-    ("seg-KID, synthetic vs real test", "seg_kid"),
-    ("memorisation audit passed (1 = yes)", "memorisation_passed"),
-)
+from sqlalchemy import select
+
+from models.evaluate.table import format_table
 
 
-def _fmt(value: float | None) -> str:
-    if value is None:
-        return "—"
-    if value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e4):
-        return f"{value:.3g}"
-    return f"{value:.4f}"
+def stored_metrics(*, pipeline: int | None, dataset: str | None) -> list[dict[str, Any]]:
+    from app.db import make_engine, make_sessionmaker
+    from app.settings import get_settings
+    from app.tables import Dataset, Metric
 
-
-def _ours(row: dict[str, Any] | None) -> str:
-    if row is None:
-        return "not measured"
-    text = _fmt(row.get("value"))
-    std = (row.get("details") or {}).get("std")
-    if isinstance(std, int | float) and row.get("value") is not None:
-        text += f" ± {_fmt(float(std))}"
-    return text
-
-
-def format_table(metrics: list[dict[str, Any]]) -> str:
-    """A plain-text table: the paper's figures and ours (mean ± std over seeds where given)."""
-    by_name = {m["name"]: m for m in metrics}
-    header = ("", "paper", "ours")
-    rows = [(label, _fmt(paper), _ours(by_name.get(name))) for label, paper, name in PAPER_ROWS]
-    rows += [(label, "", _ours(by_name[name])) for label, name in EXTRA_ROWS if name in by_name]
-    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(3)]
-    lines = [
-        "  ".join(
-            (cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i])) for i, cell in enumerate(r)
-        ).rstrip()
-        for r in (header, *rows)
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    sessions = make_sessionmaker(make_engine(get_settings().database_url))
+    with sessions() as session:
+        query = select(Metric).where(Metric.private.is_(False))
+        if dataset is not None:
+            query = query.join(Dataset, Metric.dataset_id == Dataset.id).where(
+                Dataset.slug == dataset
+            )
+        else:
+            if pipeline is None:
+                pipeline = session.scalar(
+                    select(Metric.pipeline_id)
+                    .where(Metric.pipeline_id.is_not(None))
+                    .order_by(Metric.id.desc())
+                )
+            query = query.where(Metric.pipeline_id == pipeline)
+        return [
+            {"name": m.name, "value": m.value, "details": m.details} for m in session.scalars(query)
+        ]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--metrics", type=Path, required=True, help="JSON list of metric rows")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--metrics", type=Path, help="JSON list of metric rows")
+    source.add_argument("--pipeline", type=int, help="a pipeline id")
+    source.add_argument("--dataset", help="a dataset slug")
     args = parser.parse_args(argv)
-    metrics = json.loads(args.metrics.read_text())
-    if not isinstance(metrics, list):
-        parser.error("--metrics must hold a JSON list of {name, value, details}")
+    if args.metrics is not None:
+        metrics = json.loads(args.metrics.read_text())
+        if not isinstance(metrics, list):
+            parser.error("--metrics must hold a JSON list of {name, value, details}")
+    else:
+        metrics = stored_metrics(pipeline=args.pipeline, dataset=args.dataset)
+        if not metrics:
+            parser.error("no stored metrics found: run `synthmed evaluate` first")
     sys.stdout.write(format_table(metrics) + "\n")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

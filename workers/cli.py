@@ -285,7 +285,7 @@ def evaluate(
         )
     except ValueError as exc:
         fail(str(exc))
-    from bench.paper_table import format_table
+    from models.evaluate.table import format_table
 
     rows = [{"name": m.name, "value": m.value, "details": m.details} for m in metrics]
     typer.echo(format_table(rows))
@@ -308,23 +308,49 @@ def publish(slug: Annotated[str, typer.Argument(help="The dataset's slug.")]) ->
     typer.echo(f"dataset {slug} is published")
 
 
+def server_options() -> dict[str, Any]:
+    """uvicorn's event loop and HTTP parser: uvloop and httptools when installed (the
+    ``uvicorn[standard]`` extra), else the pure-Python asyncio loop and h11."""
+    import importlib.util
+
+    def installed(module: str) -> bool:
+        return importlib.util.find_spec(module) is not None
+
+    return {
+        "loop": "uvloop" if installed("uvloop") else "asyncio",
+        "http": "httptools" if installed("httptools") else "h11",
+    }
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
-    workers: Annotated[int, typer.Option(help="Web worker processes.")] = 1,
+    workers: Annotated[
+        int, typer.Option(help="Web worker processes (one per core is a good start).")
+    ] = 1,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    factory: Annotated[
+        str, typer.Option(hidden=True, help="App factory (the benchmark adds a route).")
+    ] = "app.main:create_app",
 ) -> None:
     """Serve the website and the REST API (OpenAPI at /docs)."""
     import uvicorn
 
+    options = server_options()
+    typer.echo(
+        f"serving with {workers} worker(s), loop={options['loop']}, http={options['http']}",
+        err=True,
+    )
     uvicorn.run(
-        "app.main:create_app",
+        factory,
         factory=True,
         host=host,
         port=port,
         workers=workers,
-        log_level="info",
+        log_level=log_level,
         access_log=False,
+        **options,
     )
 
 

@@ -106,11 +106,8 @@ def kl_report(
         report["kl_real_real"] = float(ab.mean())
         report["kl_real_real_reverse"] = float(ba.mean())
         report["per_channel"]["real_real"] = _per_channel(ab)
-        report["split"] = {
-            "seed": seed,
-            "a": [real_pairs[i].name for i in a_idx],
-            "b": [real_pairs[i].name for i in b_idx],
-        }
+        # Sizes only: the names of private training images must not reach a public card.
+        report["split"] = {"seed": seed, "n_a": len(a_idx), "n_b": len(b_idx)}
     report["histograms"] = {
         "real": {c: normalise(real[i], eps=eps).round(8).tolist() for i, c in enumerate(CHANNELS)},
         "synthetic": {

@@ -190,6 +190,44 @@ def evaluate_dataset(
     report(0.05, "vessel statistics")
     metrics += _vessel_metrics(real_train, synthetic)
 
+    if tstr_steps > 0:
+        metrics += _tstr_and_features(
+            real_train,
+            real_test,
+            synthetic,
+            report=report,
+            tstr_steps=tstr_steps,
+            seeds=seeds,
+            device=device,
+            second_observer=second_observer,
+            batch_size=batch_size,
+            crop=crop,
+            levels=levels,
+            base=base,
+        )
+    attach_plots(metrics)
+    report(1.0, "evaluation done")
+    return metrics
+
+
+def _tstr_and_features(
+    real_train: Sequence[PairLike],
+    real_test: Sequence[PairLike],
+    synthetic: Sequence[PairLike],
+    *,
+    report: ProgressFn,
+    tstr_steps: int,
+    seeds: Sequence[int],
+    device: str | torch.device,
+    second_observer: Sequence[np.ndarray] | None,
+    batch_size: int,
+    crop: int,
+    levels: int,
+    base: int,
+) -> list[Metric]:
+    """TSTR, then seg-FID/KID in the real-trained segmenter's feature space."""
+    metrics: list[Metric] = []
+
     def tstr_progress(fraction: float, message: str) -> None:
         report(0.1 + 0.85 * fraction, message)
 
@@ -223,5 +261,81 @@ def evaluate_dataset(
         details["baseline"] = "real training split vs real test split"
         metrics.append(Metric("seg_fid", feats["seg_fid"], details))
         metrics.append(Metric("seg_kid", feats["seg_kid"], details))
-    report(1.0, "evaluation done")
     return metrics
+
+
+def _quartiles(values: Sequence[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    q = np.quantile(np.asarray(values, dtype=np.float64), [0.0, 0.25, 0.5, 0.75, 1.0])
+    keys = ("min", "q1", "median", "q3", "max")
+    return {k: float(v) for k, v in zip(keys, q, strict=True)} | {"mean": float(np.mean(values))}
+
+
+def attach_plots(metrics: list[Metric]) -> None:
+    """Add `details["plot"]` specs (histogram, bars, distribution) that pages draw.
+
+    The contract is documented where it is drawn (app/pages/plots.py); here we only point
+    it at evidence that is already in the details, so a plot never shows more than the
+    figures it illustrates.
+    """
+    by_name = {m.name: m for m in metrics}
+    kl = by_name.get("kl_real_syn")
+    if kl is not None and "histograms" in kl.details:
+        hist = kl.details["histograms"]
+        bins = len(next(iter(hist["real"].values())))
+        edges = [i * 256 / bins for i in range(bins + 1)]
+        kl.details["plots"] = [
+            {
+                "kind": "histogram",
+                "title": f"{channel.upper()} intensity inside the FOV",
+                "x_label": "pixel value",
+                "y_label": "fraction of pixels",
+                "edges": edges,
+                "series": {"real": hist["real"][channel], "synthetic": hist["synthetic"][channel]},
+            }
+            for channel in hist["real"]
+        ]
+    for name, label in (("vessel_width", "vessel width (px)"), ("vessel_tortuosity", "tortuosity")):
+        metric = by_name.get(name)
+        if metric is None or "real_histogram" not in metric.details:
+            continue
+        real, syn = metric.details["real_histogram"], metric.details["synthetic_histogram"]
+        metric.details["plot"] = {
+            "kind": "histogram",
+            "title": f"Distribution of {label}",
+            "x_label": label,
+            "y_label": "fraction",
+            "edges": real["edges"],
+            "series": {"real": real["density"], "synthetic": syn["density"]},
+        }
+    f1 = {arm: by_name.get(f"tstr_f1_{arm}") for arm in ("real", "synthetic", "mixed")}
+    if f1["synthetic"] is not None:
+        arms = [arm for arm, m in f1.items() if m is not None]
+        f1["synthetic"].details["plot"] = {
+            "kind": "bars",
+            "title": "Segmenter F1 on the real test split, by training data",
+            "y_label": "F1 (mean ± std over seeds)",
+            "labels": [f"trained on {arm}" for arm in arms],
+            "values": [f1[arm].value for arm in arms],
+            "errors": [f1[arm].details.get("std") for arm in arms],
+        }
+    passed = by_name.get("memorisation_passed")
+    if passed is not None and "distributions" in passed.details:
+        dist = passed.details["distributions"]
+        series = {
+            "synthetic → nearest training (mask Dice)": _quartiles(dist["synthetic_dice"]),
+            "unseen real → nearest training (mask Dice)": _quartiles(dist["reference_dice"]),
+            "synthetic → nearest training (image similarity)": _quartiles(
+                dist["synthetic_similarity"]
+            ),
+            "unseen real → nearest training (image similarity)": _quartiles(
+                dist["reference_similarity"]
+            ),
+        }
+        passed.details["plot"] = {
+            "kind": "distribution",
+            "title": "Nearest-training-image similarity (the memorisation audit)",
+            "x_label": "similarity",
+            "series": {k: v for k, v in series.items() if v is not None},
+        }

@@ -112,3 +112,39 @@ class TestPaperTable:
         path.write_text(json.dumps(rows))
         assert module.main(["--metrics", str(path)]) == 0
         assert "0.8988" in capsys.readouterr().out
+
+
+def test_without_tstr_gives_audit_kl_vessels_and_plots() -> None:
+    train = phantom_pairs(6, size=64, seed=0)
+    test = phantom_pairs(4, size=64, seed=1)
+    synthetic = phantom_pairs(4, size=64, seed=2)
+    metrics = evaluate_dataset(train, test, synthetic, tstr_steps=0, device="cpu")
+    names = {m.name for m in metrics}
+    assert {"memorisation_passed", "kl_real_syn", "kl_real_real", "vessel_width"} <= names
+    assert not any(n.startswith("tstr_") or n.startswith("seg_") for n in names)
+    by_name = {m.name: m for m in metrics}
+    assert by_name["memorisation_passed"].value == 1.0
+    assert [p["kind"] for p in by_name["kl_real_syn"].details["plots"]] == ["histogram"] * 3
+    assert by_name["vessel_width"].details["plot"]["kind"] == "histogram"
+    assert by_name["memorisation_passed"].details["plot"]["kind"] == "distribution"
+    text = json.dumps([m.to_dict() for m in metrics])
+    # Only the audit's closest-pair evidence may name training images (it is kept private).
+    public = json.dumps(
+        [m.to_dict() for m in metrics if not m.name.startswith("memorisation_passed")]
+    )
+    assert not any(p.name in public for p in train)
+    assert text  # every detail is JSON-serialisable
+
+
+def test_with_tstr_adds_the_f1_bars() -> None:
+    train = phantom_pairs(4, size=64, seed=0)
+    test = phantom_pairs(2, size=64, seed=1)
+    synthetic = phantom_pairs(4, size=64, seed=2)
+    metrics = evaluate_dataset(
+        train, test, synthetic, tstr_steps=2, seeds=(0,), device="cpu", crop=32, base=8
+    )
+    by_name = {m.name: m for m in metrics}
+    plot = by_name["tstr_f1_synthetic"].details["plot"]
+    assert plot["kind"] == "bars"
+    assert len(plot["values"]) == 3
+    assert "seg_fid" in by_name
