@@ -28,10 +28,21 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
+# Sync endpoints run in AnyIO's worker threads (40 by default), each holding at most one
+# connection while it queries; the pool can lend every thread one instead of queueing them
+# behind 5 + 10. Per process: with `serve --workers 2` that is at most 2 x 40 connections
+# at peak, 2 x 10 when idle, within PostgreSQL's default max_connections of 100.
+POOL_SIZE = 10
+POOL_MAX_OVERFLOW = 30
+
+
 def make_engine(url: str) -> Engine:
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    else:
+        kwargs["pool_size"] = POOL_SIZE
+        kwargs["max_overflow"] = POOL_MAX_OVERFLOW
     engine = create_engine(url, **kwargs)
     if url.startswith("sqlite"):
         event.listen(engine, "connect", _sqlite_pragmas)

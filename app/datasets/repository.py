@@ -68,11 +68,15 @@ def _filtered(filters: DatasetFilters) -> tuple[Select[tuple[Dataset]], ColumnEl
 def list_published(
     session: Session, *, filters: DatasetFilters, offset: int = 0, limit: int = 20
 ) -> tuple[list[Dataset], int]:
-    """One page of published datasets matching ``filters``, and the total that match."""
+    """One page of published datasets matching ``filters``, and the total that match.
+
+    One query: the total rides along as ``count(*) OVER ()``, which PostgreSQL and SQLite
+    compute over every matching row before LIMIT/OFFSET. Only a page past the end (no rows
+    to carry it) costs a second, plain count.
+    """
     query, score = _filtered(filters)
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    if offset >= total or limit <= 0:
-        return [], total
+    if limit <= 0:
+        return [], _count(session, query)
     sort_column = {
         "date": func.coalesce(Dataset.published_at, Dataset.created_at),
         "size": Dataset.archive_size,
@@ -82,8 +86,19 @@ def list_published(
         order = [sort_column.desc().nulls_last(), Dataset.id.desc()]
     else:
         order = [sort_column.asc().nulls_last(), Dataset.id.asc()]
-    page = session.scalars(query.order_by(*order).offset(offset).limit(limit)).unique().all()
-    return list(page), total
+    rows = session.execute(
+        query.add_columns(func.count().over().label("total"))
+        .order_by(*order)
+        .offset(offset)
+        .limit(limit)
+    ).all()
+    if not rows:
+        return [], _count(session, query) if offset > 0 else 0
+    return [row[0] for row in rows], int(rows[0][1])
+
+
+def _count(session: Session, query: Select[tuple[Dataset]]) -> int:
+    return session.scalar(select(func.count()).select_from(query.subquery())) or 0
 
 
 def metric_values(
