@@ -12,6 +12,7 @@ from app.db import make_engine, make_sessionmaker
 from app.deps import SessionDep
 from app.errors import install_error_handler
 from app.jobs.queue import QUEUE_KEY, CeleryTaskSender
+from app.microcache import MicroCacheMiddleware, ResponseCache
 from app.pages.static import static_files
 from app.ratelimit import install_rate_limit
 from app.routers import include_routers
@@ -41,6 +42,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handler(app)
+    # The micro-cache sits inside the rate limiter, so cached answers are limited too.
+    app.state.response_cache = ResponseCache()
+    app.add_middleware(MicroCacheMiddleware, cache=app.state.response_cache)
     install_rate_limit(app, settings.rate_limit_per_minute)
 
     @app.get("/healthz", tags=["health"])
