@@ -10,27 +10,42 @@ Used by the REST API for dataset archives and sample images, and reusable by the
   ``Content-Range: bytes */<size>`` and a JSON ``{"detail": ...}``.
 - ``If-Range`` with an ETag uses strong comparison; with a date it must equal our
   ``Last-Modified`` exactly. When it does not match, the range is ignored (200, whole object).
-- Bodies are streamed from storage with ``Storage.iter_range`` in fixed-size chunks; the
-  ASGI server's flow control stops reading from storage while the client is slow, so memory
-  stays at a few chunks per download whatever the object's size.
+- Bodies are streamed from storage with ``Storage.iter_range`` in fixed-size chunks, reading
+  the next chunk in a worker thread while the current one is sent (:class:`ReadAheadResponse`).
+  The ASGI server's flow control stops reading from storage while the client is slow, so
+  memory stays at two or three chunks per download whatever the object's size.
+- Small objects (images, thumbnails) are kept in a bounded in-memory LRU keyed by (storage
+  key, ETag from the database): the ETag is a digest of the content, so an entry can never be
+  stale, and a repeat costs no storage request.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+import threading
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
+import anyio
+from anyio.abc import ObjectSendStream
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
+from starlette.types import Send
 
 from app.errors import NotFound, RangeNotSatisfiable
 from app.storage import ObjectNotFound, Storage
 
-# Large chunks keep per-chunk overhead (a thread hop, an ASGI message) small next to the copy.
-STREAM_CHUNK_SIZE = 1 << 20
+# Large chunks keep per-chunk overhead (a thread hop, an ASGI message) small next to the copy;
+# two or three of them are alive per download (one sent, one read ahead).
+STREAM_CHUNK_SIZE = 4 << 20
+# Chunks read ahead and waiting to be sent, besides the one being sent and the one being read.
+READ_AHEAD = 1
+# The small-object cache: at most this many bytes in all, objects up to OBJECT_CACHE_MAX_ITEM.
+OBJECT_CACHE_BYTES = 64 << 20
+OBJECT_CACHE_MAX_ITEM = 2 << 20
 OBJECT_CACHE_CONTROL = "public, max-age=86400"
 
 _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d{0,20})\s*-\s*(\d{0,20})\s*$", re.IGNORECASE)
@@ -134,6 +149,114 @@ def closing(chunks: Iterator[bytes]) -> Iterator[bytes]:
             close()
 
 
+class ReadAheadResponse(StreamingResponse):
+    """Stream a blocking iterator of chunks, reading chunk n+1 in a thread while n is sent.
+
+    A thread is held only while one chunk is read, never while the client is slow: once
+    :data:`READ_AHEAD` chunks wait in the channel, the reader task waits there, without a
+    thread, for the sender to take one. The iterator is closed (its storage stream released)
+    however the response ends, and only after its last read has returned.
+    """
+
+    def __init__(
+        self,
+        chunks: Iterator[bytes],
+        status_code: int = 200,
+        headers: dict[str, str] | None = None,
+        media_type: str | None = None,
+    ) -> None:
+        self.chunks = chunks
+        self.body_iterator = _unused_body()
+        self.status_code = status_code
+        self.media_type = media_type
+        self.background = None
+        self.init_headers(headers)
+
+    async def _read_ahead(self, channel: ObjectSendStream[bytes]) -> None:
+        async with channel:
+            while chunk := await anyio.to_thread.run_sync(next, self.chunks, b""):
+                try:
+                    await channel.send(chunk)
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    return  # the sender stopped: the client went away
+
+    async def stream_response(self, send: Send) -> None:
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": self.status_code,
+                    "headers": self.raw_headers,
+                }
+            )
+            sender, receiver = anyio.create_memory_object_stream[bytes](READ_AHEAD)
+            try:
+                async with anyio.create_task_group() as group:
+                    group.start_soon(self._read_ahead, sender)
+                    async with receiver:
+                        async for chunk in receiver:
+                            await send(
+                                {"type": "http.response.body", "body": chunk, "more_body": True}
+                            )
+            except BaseExceptionGroup as errors:
+                if len(errors.exceptions) == 1:  # what StreamingResponse would have raised
+                    raise errors.exceptions[0] from None
+                raise
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            close = getattr(self.chunks, "close", None)
+            if close is not None:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(close)
+
+
+async def _unused_body() -> AsyncIterator[bytes]:
+    yield b""  # pragma: no cover - ReadAheadResponse streams self.chunks instead
+
+
+class ObjectCache:
+    """A thread-safe LRU of small objects' bytes, bounded by their total size.
+
+    Keyed by (storage key, ETag), where the ETag is a digest of the content recorded in the
+    database: a changed object has another ETag, so an entry is never stale.
+    """
+
+    def __init__(self, max_bytes: int, *, max_item: int) -> None:
+        self.max_bytes = max_bytes
+        self.max_item = max_item
+        self.size = 0
+        self._items: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str, etag: str) -> bytes | None:
+        with self._lock:
+            data = self._items.get((key, etag))
+            if data is not None:
+                self._items.move_to_end((key, etag))
+            return data
+
+    def put(self, key: str, etag: str, data: bytes) -> None:
+        if len(data) > self.max_item:
+            return
+        with self._lock:
+            old = self._items.pop((key, etag), None)
+            if old is not None:
+                self.size -= len(old)
+            self._items[(key, etag)] = data
+            self.size += len(data)
+            while self.size > self.max_bytes:
+                _, dropped = self._items.popitem(last=False)
+                self.size -= len(dropped)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self.size = 0
+
+
+small_objects = ObjectCache(OBJECT_CACHE_BYTES, max_item=OBJECT_CACHE_MAX_ITEM)
+
+
 def stream_object(
     request: Request,
     storage: Storage,
@@ -173,7 +296,7 @@ def stream_object(
         chunks = storage.iter_range(key, start, end, chunk_size=chunk_size)
     except ObjectNotFound:
         raise NotFound("the file is not available") from None
-    return StreamingResponse(
+    return ReadAheadResponse(
         closing(chunks), status_code=status, headers=base, media_type=media_type
     )
 
@@ -190,16 +313,20 @@ def object_response(
     """A small stored object (an image, a thumbnail) with ETag, caching and 304 support.
 
     The ETag comes from the database, so a revalidation (304) costs no storage request; a
-    200 reads the object in one request and sends it with its exact length.
+    200 reads the object in one request (or none, from :data:`small_objects`) and sends it
+    with its exact length.
     """
     etag = quote_etag(etag)
     headers = {"ETag": etag, "Cache-Control": cache_control}
     if etag_matches(request.headers.get("if-none-match"), etag):
         return not_modified(etag, headers)
-    try:
-        data = storage.get_bytes(key)
-    except ObjectNotFound:
-        raise NotFound("the file is not available") from None
+    data = small_objects.get(key, etag)
+    if data is None:
+        try:
+            data = storage.get_bytes(key)
+        except ObjectNotFound:
+            raise NotFound("the file is not available") from None
+        small_objects.put(key, etag, data)
     if request.method == "HEAD":
         headers["Content-Length"] = str(len(data))
         return Response(status_code=200, headers=headers, media_type=media_type)
