@@ -28,12 +28,15 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
-# Sync endpoints run in AnyIO's worker threads (40 by default), each holding at most one
-# connection while it queries; the pool can lend every thread one instead of queueing them
-# behind 5 + 10. Per process: with `serve --workers 2` that is at most 2 x 40 connections
-# at peak, 2 x 10 when idle, within PostgreSQL's default max_connections of 100.
-POOL_SIZE = 10
-POOL_MAX_OVERFLOW = 30
+# Sync endpoints run in AnyIO's worker threads (40 by default) and hold a connection from
+# their first query to the end of the request. The pool keeps up to 20 open and lends no
+# extra ones: an overflow connection is closed as soon as it is returned, so under sustained
+# load each request past the pool would open and close a PostgreSQL connection (a backend
+# process each), which measured slower than waiting (at most pool_timeout, 30 s) for one of
+# the 20. Per process: `serve --workers 2` keeps at most 40, within the default
+# max_connections of 100. A request never needs two connections at once.
+POOL_SIZE = 20
+POOL_MAX_OVERFLOW = 0
 
 
 def make_engine(url: str) -> Engine:
