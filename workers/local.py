@@ -78,8 +78,9 @@ def evaluate_pipeline(
     """TSTR and the rest on `count` fresh samples; stored as the pipeline's metrics."""
     trained, source = _load(settings, sessions, pipeline_id, device)
     target = resolve_device(device)
-    train_pairs, test_pairs = real_splits(
-        real_train or source, resolution=trained.config.resolution, real_test=real_test
+    resolution = trained.config.resolution
+    train_pairs, test_pairs, observer = real_splits(
+        real_train or source, resolution=resolution, real_test=real_test
     )
     synthetic = [
         FundusPair(name=f"{s.index:05d}", image=s.image, mask=s.mask, fov=s.fov)
@@ -100,6 +101,7 @@ def evaluate_pipeline(
             seeds=tuple(range(seeds)),
             device=target,
             on_progress=progress,
+            second_observer=observer,
         )
     finally:
         bar.close()

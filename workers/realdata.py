@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from models.data import DataError, FundusPair, load_pairs
+import numpy as np
+
+from models.data import DataError, FundusPair, load_pairs, second_observer
 from models.phantom import phantom_pairs
 
 PHANTOM = "phantom"
@@ -13,25 +15,34 @@ PHANTOM_TEST_SEED = 1
 PHANTOM_TEST_COUNT = 20
 
 
-def real_splits(
-    data_source: str, *, resolution: int, real_test: str | None = None
-) -> tuple[list[FundusPair], list[FundusPair]]:
-    """(training pairs the pipeline learnt from, unseen real pairs for testing).
-
-    A DRIVE-style `training/` folder finds its `test/` sibling; anything else needs
-    `real_test` named explicitly.
-    """
-    train = load_pairs(data_source, resolution=resolution)
+def held_out_source(data_source: str, real_test: str | None) -> str:
+    """The held-out split: as named, or a DRIVE-style `training/` folder's `test/` sibling."""
     if real_test is None:
         if data_source == PHANTOM:
-            test = phantom_pairs(PHANTOM_TEST_COUNT, size=resolution, seed=PHANTOM_TEST_SEED)
-            return train, test
+            return PHANTOM
         sibling = Path(data_source).parent / "test"
         if not sibling.is_dir():
             raise DataError(
                 f"{data_source}: no held-out real test split found; name one with --real-test"
             )
         real_test = str(sibling)
-    if Path(real_test).resolve() == Path(data_source).resolve():
+    if real_test != PHANTOM and Path(real_test).resolve() == Path(data_source).resolve():
         raise DataError(f"{real_test}: the test split must not be the training data")
-    return train, load_pairs(real_test, resolution=resolution)
+    return real_test
+
+
+def real_splits(
+    data_source: str, *, resolution: int, real_test: str | None = None
+) -> tuple[list[FundusPair], list[FundusPair], list[np.ndarray] | None]:
+    """(training pairs the pipeline learnt from, unseen real test pairs, the test split's
+    second-observer masks when it has them)."""
+    train = load_pairs(data_source, resolution=resolution)
+    source = held_out_source(data_source, real_test)
+    if source == PHANTOM:
+        test = phantom_pairs(PHANTOM_TEST_COUNT, size=resolution, seed=PHANTOM_TEST_SEED)
+        return train, test, None
+    return (
+        train,
+        load_pairs(source, resolution=resolution),
+        second_observer(source, resolution=resolution),
+    )

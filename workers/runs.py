@@ -189,7 +189,7 @@ def evaluate_dataset(
         trained = load_trained(ctx, dataset)
         data_source = dataset.pipeline.data_source
     device = resolve_device(ctx.settings.device)
-    real_train, real_test = real_splits(
+    real_train, real_test, observer = real_splits(
         data_source, resolution=dataset.resolution, real_test=params.get("real_test")
     )
     synthetic = synthetic_pairs(trained, dataset, device)
@@ -208,6 +208,7 @@ def evaluate_dataset(
         seeds=tuple(range(int(params.get("tstr_seeds", 1)))),
         device=device,
         on_progress=progress,
+        second_observer=observer,
     )
     rows = metric_rows(measured)
     audit_passed = any(r.name == AUDIT_PASSED and r.value == 1.0 for r in rows)
