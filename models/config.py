@@ -34,6 +34,9 @@ class Stage1Config:
     max_width: int = 512
     norm: Norm = "batch"
     g_steps_per_d: int = 2
+    # The paper's DCGAN upsamples with transposed convolutions; on thin vessel masks they
+    # print a periodic checkerboard, so the default recipe resizes then convolves.
+    upsample: Upsample = "transposed"
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
@@ -47,6 +50,10 @@ class Stage1Config:
         _check(self.width > 0 and self.max_width >= self.width, "stage1 widths are inconsistent")
         _check(self.norm in ("batch", "instance", "none"), f"unknown norm {self.norm!r}")
         _check(self.g_steps_per_d >= 1, "stage1.g_steps_per_d must be >= 1")
+        _check(
+            self.upsample in ("resize_conv", "transposed"),
+            f"unknown upsample {self.upsample!r}; expected resize_conv or transposed",
+        )
         _check(self.lr > 0, "stage1.lr must be positive")
 
 
@@ -156,7 +163,8 @@ def named_config(name: str, *, resolution: int) -> PipelineConfig:
             kernel=4,
             width=16 if small else 32,
             max_width=256,
-            g_steps_per_d=1,
+            g_steps_per_d=2,
+            upsample="resize_conv",
             diffaug="translation,cutout",
         ),
         stage2=Stage2Config(

@@ -30,7 +30,8 @@ def build_stage1_generator(
 ) -> nn.Module:
     return build_generator(
         "dcgan", in_ch=cfg.z_dim, out_ch=CHANNELS, resolution=resolution, width=cfg.width,
-        max_width=cfg.max_width, norm=cfg.norm, kernel=cfg.kernel, generator=generator,
+        max_width=cfg.max_width, norm=cfg.norm, kernel=cfg.kernel, upsample=cfg.upsample,
+        generator=generator,
     )
 
 

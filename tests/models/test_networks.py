@@ -43,6 +43,12 @@ class TestShapes:
         assert not any(isinstance(m, nn.ConvTranspose2d) for m in g.modules())
 
 
+def test_default_stage1_has_no_transposed_convs() -> None:
+    cfg = named_config("default", resolution=64)
+    g = build_stage1_generator(cfg.stage1, resolution=64)
+    assert not any(isinstance(m, nn.ConvTranspose2d) for m in g.modules())
+
+
 def test_unet_depth_follows_resolution() -> None:
     assert named_config("paper", resolution=512).stage2.depth == 8
     assert named_config("paper", resolution=64).stage2.depth == 5
@@ -55,7 +61,9 @@ def test_transposed_upsample_is_optional() -> None:
 
 
 def test_dcgan_kernel_5() -> None:
-    g = build_generator("dcgan", in_ch=10, out_ch=2, resolution=64, width=8, kernel=5)
+    g = build_generator(
+        "dcgan", in_ch=10, out_ch=2, resolution=64, width=8, kernel=5, upsample="transposed"
+    )
     convs = [m for m in g.modules() if isinstance(m, nn.ConvTranspose2d)]
     assert convs and all(m.kernel_size == (5, 5) and m.stride == (2, 2) for m in convs)
 

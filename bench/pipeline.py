@@ -1,0 +1,131 @@
+"""Training and generation throughput: plain fp32 eager vs the fast path, in one run.
+
+    python bench/pipeline.py --resolutions 128 256 --steps 4 --device auto
+
+For each resolution it trains the "default" recipe on phantoms for a few steps with
+``fast=False`` and ``fast=True``, then generates with each path, and finally generates
+end to end with PNG encoding (level 1, ``encode_many``). Figures are images per second;
+the ratio column is fast / plain measured in the same run (these machines are noisy).
+On CUDA the default resolutions are 256 and 512.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+# Runnable as a plain script from the repository root.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from models.config import named_config  # noqa: E402
+from models.generate import generate  # noqa: E402
+from models.imageio import encode_many  # noqa: E402
+from models.phantom import phantom_pairs  # noqa: E402
+from models.train import TrainedPipeline, TrainProgress, resolve_device, train_pipeline  # noqa: E402
+
+
+def train_rate(
+    pairs: list, resolution: int, steps: int, device: torch.device, fast: bool
+) -> tuple[float, TrainedPipeline]:
+    """Median images/s over the steps after the first (which pays for warm-up)."""
+    rates: list[float] = []
+
+    def record(p: TrainProgress) -> None:
+        if p.step > 1:
+            rates.append(p.images_per_s)
+
+    cfg = named_config("default", resolution=resolution)
+    pipeline = train_pipeline(
+        pairs, cfg, steps=steps + 1, device=device, fast=fast, on_progress=record,
+        progress_every=1,
+    )
+    return statistics.median(rates), pipeline
+
+
+def generate_rate(
+    pipeline: TrainedPipeline, count: int, batch: int, device: torch.device, fast: bool
+) -> float:
+    for _ in generate(pipeline, count=batch, seed=0, batch_size=batch, device=device, fast=fast):
+        pass  # warm-up
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in generate(pipeline, count=count, seed=1, batch_size=batch, device=device, fast=fast):
+        pass
+    _sync(device)
+    return count / (time.perf_counter() - t0)
+
+
+def end_to_end_rate(
+    pipeline: TrainedPipeline, count: int, batch: int, device: torch.device, workers: int
+) -> float:
+    """Generate and PNG-encode image and mask of every sample, encoding in a thread pool."""
+
+    def arrays() -> object:
+        for s in generate(pipeline, count=count, seed=2, batch_size=batch, device=device):
+            yield s.image
+            yield s.mask
+
+    t0 = time.perf_counter()
+    n_bytes = sum(len(b) for b in encode_many(arrays(), workers=workers))  # type: ignore[arg-type]
+    elapsed = time.perf_counter() - t0
+    assert n_bytes > 0
+    return count / elapsed
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--resolutions", type=int, nargs="+", default=None)
+    parser.add_argument("--steps", type=int, default=None, help="timed training steps")
+    parser.add_argument("--count", type=int, default=None, help="samples to generate")
+    parser.add_argument("--batch", type=int, default=32, help="generation batch size")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+
+    device = resolve_device(args.device)
+    cuda = device.type == "cuda"
+    resolutions = args.resolutions or ([256, 512] if cuda else [128, 256])
+    steps = args.steps or (20 if cuda else 3)
+    count = args.count or (256 if cuda else 32)
+    workers = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    name = torch.cuda.get_device_name(device) if cuda else f"cpu x{torch.get_num_threads()}"
+    sys.stdout.write(
+        f"device {name}; torch {torch.__version__}; {steps} timed training steps; "
+        f"{count} generated samples, batch {args.batch}\n"
+    )
+    header = f"{'res':>5} {'what':<26} {'plain img/s':>12} {'fast img/s':>12} {'fast/plain':>11}\n"
+    sys.stdout.write(header)
+    for res in resolutions:
+        pairs = phantom_pairs(8, size=res)
+        train_plain, pipeline = train_rate(pairs, res, steps, device, fast=False)
+        train_fast, _ = train_rate(pairs, res, steps, device, fast=True)
+        gen_plain = generate_rate(pipeline, count, args.batch, device, fast=False)
+        gen_fast = generate_rate(pipeline, count, args.batch, device, fast=True)
+        e2e = end_to_end_rate(pipeline, count, args.batch, device, workers)
+        rows = [
+            ("train (both stages)", train_plain, train_fast),
+            ("generate", gen_plain, gen_fast),
+        ]
+        for what, plain, fast in rows:
+            sys.stdout.write(
+                f"{res:>5} {what:<26} {plain:>12.1f} {fast:>12.1f} {fast / plain:>10.2f}x\n"
+            )
+        sys.stdout.write(
+            f"{res:>5} {f'generate + PNG ({workers} thr)':<26} {'':>12} {e2e:>12.1f} "
+            f"{e2e / gen_fast:>10.2f}x of generate\n"
+        )
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
