@@ -6,11 +6,11 @@ Cached: complete ``200`` responses to anonymous ``GET`` requests for
 - a dataset card, ``/datasets/{slug}``,
 - a sample thumbnail, ``/datasets/{slug}/samples/{index}/thumb.webp``,
 
-for ``ttl`` seconds (:data:`DEFAULT_TTL`, 1 s), in this process's memory, least recently used
+for ``ttl`` seconds (:data:`DEFAULT_TTL`, 2 s), in this process's memory, least recently used
 first out once ``max_bytes`` of bodies are held. When an entry expires, the next request for
 it asks the app again, and requests arriving while that refresh is in flight get the expired
-entry for at most another ``ttl`` (stale while revalidate), so no request queues behind the
-database once per ``ttl``.
+entry (stale while revalidate), so no request queues behind the database once per ``ttl``.
+An expired entry that nobody refreshes is dropped after another ``ttl``.
 
 Why this is safe:
 
@@ -18,8 +18,8 @@ Why this is safe:
   the status), so a draft, or a dataset still being generated, can never enter the cache; it
   holds nothing that an anonymous client could not fetch anyway.
 - Publishing and unpublishing are rare admin actions. A client sees the change within
-  ``ttl`` seconds, ``2 * ttl`` at worst (2 s), less than the ``max-age`` the card already
-  allows any HTTP cache.
+  ``ttl`` seconds plus the time one refresh (an uncached request) takes, far less than the
+  ``max-age`` the card already allows any HTTP cache.
 - The key is everything these responses depend on: scheme, ``Host``, root path, path and
   the raw query string (bodies carry absolute links built from the request URL). Requests
   with credentials (``Authorization``, ``Cookie``) are not anonymous and bypass the cache,
@@ -50,7 +50,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.downloads import etag_matches
 
-DEFAULT_TTL = 1.0
+DEFAULT_TTL = 2.0
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024
 MAX_ENTRY_BYTES = 1024 * 1024
 
@@ -99,12 +99,15 @@ class ResponseCache:
         return entry if fresh else None
 
     def lookup(self, key: CacheKey) -> tuple[Entry | None, bool]:
-        """The entry for ``key`` and whether it is fresh; stale ones live one more ``ttl``."""
+        """The entry for ``key`` and whether it is fresh.
+
+        A stale entry is kept for one more ``ttl``, or for as long as a refresh is in flight.
+        """
         entry = self._entries.get(key)
         if entry is None:
             return None, False
         now = self.clock()
-        if entry.expires + self.ttl <= now:
+        if entry.expires + self.ttl <= now and key not in self._filling:
             self._drop(key)
             return None, False
         self._entries.move_to_end(key)

@@ -151,6 +151,22 @@ class TestResponseCache:
         clock.now += 10
         assert cache.lookup(k(1)) == (None, False) and cache.size == 4
 
+    def test_stale_while_a_refresh_is_in_flight(self) -> None:
+        clock = FakeClock()
+        cache = ResponseCache(1, clock=clock)
+        key = ("http", "h", "", "/datasets", "")
+        cache.put(key, [], b"old")
+
+        async def refreshing() -> None:
+            cache._filling[key] = anyio.Event()  # what the middleware does during a refresh
+            clock.now += 30  # a slow refresh: the old entry is still served meanwhile
+            entry, fresh = cache.lookup(key)
+            assert entry is not None and entry.body == b"old" and not fresh
+            del cache._filling[key]
+
+        anyio.run(refreshing)
+        assert cache.lookup(key) == (None, False)
+
 
 class CountingStorage:
     def __init__(self, inner: Storage) -> None:
