@@ -3,8 +3,12 @@
     .venv/bin/python -m bench.api [--seconds 10] [--connections 32] [--archive-mb 1024]
 
 Starts SeaweedFS (tests/s3server.py) and a temporary PostgreSQL database, seeds a few
-published datasets, serves ``create_app`` with uvicorn in a child process (plus a bare
-``/bench/bare`` route returning a fixed JSON in the same process), then prints:
+published datasets, serves ``create_app`` the way production does, with ``synthmed serve``
+(uvicorn with uvloop and httptools when installed, ``--workers`` processes, default one per
+core), in a child process, plus a bare ``/bench/bare`` route returning a fixed JSON in the
+same app and processes, so both share every server setting. The rate limit is disabled
+(``SYNTHMED_RATE_LIMIT_PER_MINUTE=0``). ``--no-cache`` turns the API's micro-cache off
+(``app.microcache``), to measure the uncached path. It then prints:
 
 - requests/s and p50/p99 latency of ``GET /datasets``, ``GET /datasets/{slug}`` and a
   thumbnail, each beside the bare route (ratios), at 32 concurrent connections (wrk if
@@ -47,6 +51,8 @@ def bench_app():  # uvicorn --factory entry point, configured through SYNTHMED_*
     from app.main import create_app
 
     app = create_app()
+    if os.environ.get("BENCH_NO_MICROCACHE"):
+        app.state.response_cache.ttl = 0
 
     @app.get("/bench/bare", include_in_schema=False)
     def bare() -> dict:
@@ -171,15 +177,37 @@ def load(url: str, seconds: int, connections: int) -> tuple[float, float, float]
 # --------------------------------------------------------------------------- download
 
 
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the uvicorn supervisor and its worker processes)."""
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            pids += _tree(int(child))
+    return pids
+
+
 def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+    """Resident memory of ``pid`` and its descendants, summed."""
+    total = 0
+    for p in _tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except FileNotFoundError:
+            pass
+    return total
 
 
-def download_api(url: str, pid: int) -> tuple[float, int, int]:
-    """(MB/s, bytes, peak RSS growth in kB) for one streamed download."""
+def download_api(url: str, pid: int, client: str = "urllib3") -> tuple[float, int, int]:
+    """(MB/s, bytes, peak RSS growth in kB) for one streamed download.
+
+    ``urllib3`` (the default) reads 1 MiB at a time like :func:`download_boto3`, which uses
+    urllib3 underneath: the same client stack on both sides, so the ratio measures the server.
+    ``httpx`` is slower as a client here (64 KiB socket reads through h11).
+    """
+    import urllib3
+
     base = rss_kb(pid)
     peak = [base]
     done = threading.Event()
@@ -193,10 +221,17 @@ def download_api(url: str, pid: int) -> tuple[float, int, int]:
     sampler.start()
     n = 0
     t0 = time.perf_counter()
-    with httpx.stream("GET", url, timeout=120) as r:
-        r.raise_for_status()
-        for chunk in r.iter_raw(1 << 20):
+    if client == "urllib3":
+        r = urllib3.PoolManager().request("GET", url, preload_content=False, timeout=120)
+        assert r.status == 200, r.status
+        while chunk := r.read(1 << 20):
             n += len(chunk)
+        r.release_conn()
+    else:
+        with httpx.stream("GET", url, timeout=120) as response:
+            response.raise_for_status()
+            for chunk in response.iter_raw(1 << 20):
+                n += len(chunk)
     elapsed = time.perf_counter() - t0
     done.set()
     sampler.join()
@@ -221,6 +256,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--archive-mb", type=int, default=1024)
     parser.add_argument("--port", type=int, default=18765)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--no-cache", action="store_true", help="disable the micro-cache")
     args = parser.parse_args()
 
     from app.storage import S3Storage
@@ -251,27 +288,29 @@ def main() -> None:
                 "SYNTHMED_BROKER_URL": "memory://",
                 "SYNTHMED_RATE_LIMIT_PER_MINUTE": "0",
             }
-            extra = []
-            for module, flag in (("uvloop", "--loop=uvloop"), ("httptools", "--http=httptools")):
-                try:
-                    __import__(module)
-                    extra.append(flag)
-                except ImportError:
-                    pass
+            if args.no_cache:
+                env["BENCH_NO_MICROCACHE"] = "1"
+            from workers.cli import server_options
+
+            options = server_options()
             cmd = [
-                sys.executable, "-m", "uvicorn", "bench.api:bench_app", "--factory",
+                sys.executable, "-m", "workers.cli", "serve", "--factory", "bench.api:bench_app",
                 "--host", "127.0.0.1", "--port", str(args.port), "--log-level", "warning",
-                "--no-access-log", *extra,
+                "--workers", str(args.workers),
             ]  # fmt: skip
             server = subprocess.Popen(cmd, cwd=ROOT, env=env)
             base = f"http://127.0.0.1:{args.port}"
-            for _ in range(200):
+            for _ in range(300):
                 try:
                     if httpx.get(f"{base}/bench/bare").status_code == 200:
                         break
                 except httpx.HTTPError:
                     time.sleep(0.1)
-            print(f"uvicorn {' '.join(extra) or '(h11, asyncio)'}; load generator: "
+            time.sleep(2)  # let every worker process finish starting
+            print(f"synthmed serve: {args.workers} worker(s), loop={options['loop']}, "
+                  f"http={options['http']}, same processes and settings for the API and the "
+                  f"bare route; rate limit off; micro-cache "
+                  f"{'off' if args.no_cache else 'on'}; load generator: "
                   f"{'wrk' if shutil.which('wrk') else 'python asyncio'}; "
                   f"{args.connections} connections, {args.seconds}s each")  # fmt: skip
             targets = {
@@ -298,16 +337,18 @@ def main() -> None:
             with Session(engine) as session:
                 key = session.query(Dataset).filter_by(slug=big_slug).one().archive_key
             engine.dispose()
+            url = f"{base}/datasets/{big_slug}/download"
             boto_mbs, n1 = download_boto3(storage, key)
-            api_mbs, n2, rss_growth = download_api(
-                f"{base}/datasets/{big_slug}/download", server.pid
-            )
+            api_mbs, n2, rss_growth = download_api(url, server.pid)
             boto_mbs2, _ = download_boto3(storage, key)
+            httpx_mbs, n3, rss_growth2 = download_api(url, server.pid, client="httpx")
             boto = max(boto_mbs, boto_mbs2)
-            assert n1 == n2 == size, (n1, n2, size)
-            print(f"download {size / 1e6:.0f} MB: API {api_mbs:.0f} MB/s, direct boto3 "
-                  f"{boto:.0f} MB/s, ratio {api_mbs / boto:.2f}; server peak RSS growth "
-                  f"{rss_growth / 1024:.1f} MB")  # fmt: skip
+            assert n1 == n2 == n3 == size, (n1, n2, n3, size)
+            print(f"download {size / 1e6:.0f} MB: API {api_mbs:.0f} MB/s (urllib3 client), "
+                  f"direct boto3 {boto:.0f} MB/s, ratio {api_mbs / boto:.2f}; API with an httpx "
+                  f"client {httpx_mbs:.0f} MB/s ({httpx_mbs / boto:.2f}); server peak RSS growth "
+                  f"{max(rss_growth, rss_growth2) / 1024:.1f} MB "
+                  f"(all {args.workers} worker processes)")  # fmt: skip
     finally:
         if server is not None:
             server.terminate()
