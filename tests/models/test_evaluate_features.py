@@ -1,5 +1,3 @@
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -12,15 +10,6 @@ from models.evaluate.features import (
     seg_feature_report,
 )
 from models.evaluate.segmenter import UNet
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # Small tensor ops on a shared 2-core machine run faster without intra-op threads.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _gauss(n: int, d: int, seed: int, shift: float = 0.0) -> np.ndarray:

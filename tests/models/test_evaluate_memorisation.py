@@ -1,24 +1,13 @@
 import dataclasses
 import time
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
-import torch
 
 from models.evaluate.memorisation import MemorisationRule, audit
 from models.phantom import phantom_pairs
 
 SIZE = 96
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # Small tensor ops on a shared 2-core machine run faster without intra-op threads.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

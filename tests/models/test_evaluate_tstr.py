@@ -1,23 +1,11 @@
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
-import torch
 
 from models.evaluate import tstr
 from models.evaluate.scores import SCORE_NAMES
 from models.phantom import phantom_pairs
 
 TINY = dict(steps=2, batch_size=2, crop=32, levels=2, base=4)
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # Tiny convolutions on a shared 2-core machine run faster without intra-op threads.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class TestRunTstr:

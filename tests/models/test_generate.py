@@ -10,23 +10,11 @@ from PIL import Image
 from torch import Tensor, nn
 
 from models.checkpoint import load_pipeline, save_pipeline
-from models.config import PipelineConfig, named_config
 from models.generate import GeneratedSample, generate, sample_seed
 from models.imageio import encode_many, encode_png, encode_thumbnail
 from models.phantom import phantom_pairs
 from models.train import TrainedPipeline, train_pipeline
-
-SIZE = 64
-
-
-def tiny_config() -> PipelineConfig:
-    cfg = named_config("default", resolution=SIZE)
-    return dataclasses.replace(
-        cfg,
-        batch_size=4,
-        stage1=dataclasses.replace(cfg.stage1, width=8, max_width=64),
-        stage2=dataclasses.replace(cfg.stage2, width=8, d_width=8, max_width=64),
-    )
+from tests.tiny import SIZE, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +47,11 @@ def disc_pipeline(pipeline: TrainedPipeline) -> TrainedPipeline:
 
 
 def stack(samples: list[GeneratedSample]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return (np.stack([s.image for s in samples]), np.stack([s.mask for s in samples]),
-            np.stack([s.fov for s in samples]))
+    return (
+        np.stack([s.image for s in samples]),
+        np.stack([s.mask for s in samples]),
+        np.stack([s.fov for s in samples]),
+    )
 
 
 class TestGenerate:
@@ -127,10 +118,12 @@ class TestGenerate:
             np.testing.assert_array_equal(x, y)
         # The same with a geometry that gives Stage II something to draw.
         disc = DiscStage1()
-        a = stack(list(generate(dataclasses.replace(pipeline, stage1_generator=disc), count=3,
-                                seed=4)))
-        b = stack(list(generate(dataclasses.replace(loaded, stage1_generator=disc), count=3,
-                                seed=4)))
+        a = stack(
+            list(generate(dataclasses.replace(pipeline, stage1_generator=disc), count=3, seed=4))
+        )
+        b = stack(
+            list(generate(dataclasses.replace(loaded, stage1_generator=disc), count=3, seed=4))
+        )
         assert a[0].any()
         np.testing.assert_array_equal(a[0], b[0])
 

@@ -15,9 +15,9 @@ from app.samples.service import samples
 from app.settings import Settings
 from app.storage import Storage
 from app.tables import DatasetStatus, JobKind, JobState
-from models.config import named_config
 from models.phantom import phantom_pairs
 from models.train import train_pipeline
+from tests.tiny import tiny_config
 from workers import runs, tasks
 from workers.celery_app import WorkerContext
 from workers.training import register
@@ -26,9 +26,7 @@ from workers.training import register
 @pytest.fixture(scope="module")
 def tiny_pipeline():  # noqa: ANN201
     pairs = phantom_pairs(4, size=64, seed=0)
-    return train_pipeline(
-        pairs, named_config("default", resolution=64), steps=2, seed=0, device="cpu"
-    )
+    return train_pipeline(pairs, tiny_config(), steps=2, seed=0, device="cpu")
 
 
 @pytest.fixture
@@ -84,7 +82,9 @@ class TestGenerate:
         assert len(evaluations) == 1
 
     def test_a_retry_resumes_with_identical_samples(
-        self, ctx: WorkerContext, tiny_pipeline  # noqa: ANN001
+        self,
+        ctx: WorkerContext,
+        tiny_pipeline,  # noqa: ANN001
     ) -> None:
         dataset_id, job_id = _queued_dataset(ctx, tiny_pipeline)
         runs.generate_dataset(ctx, job_id=job_id)

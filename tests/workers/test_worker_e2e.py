@@ -9,16 +9,14 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
+from alembic import command
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from app.datasets.service import datasets
 from app.db import make_engine, make_sessionmaker, session_scope
@@ -28,10 +26,10 @@ from app.main import create_app
 from app.settings import Settings
 from app.storage import storage_from_settings
 from app.tables import DatasetStatus, JobKind, JobState
-from models.config import named_config
 from models.phantom import phantom_pairs
 from models.train import train_pipeline
-from tests.conftest import PG_ADMIN_URL, REDIS_URL, ROOT, alembic_config
+from tests.conftest import REDIS_URL, ROOT, alembic_config, fresh_database
+from tests.tiny import tiny_config
 from workers.training import register
 
 pytestmark = pytest.mark.slow
@@ -40,18 +38,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def e2e_db() -> Iterator[str]:
     """A database of its own: the worker process must see committed rows."""
-    from alembic import command
-
-    name = f"synthmed_e2e_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    command.upgrade(alembic_config(url), "head")
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with fresh_database("synthmed_e2e") as url:
+        command.upgrade(alembic_config(url), "head")
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -112,9 +101,7 @@ def worker(e2e_settings: Settings, tmp_path: Path) -> Iterator[subprocess.Popen[
 
 def _tiny_pipeline(settings: Settings) -> int:
     pairs = phantom_pairs(8, size=64, seed=0)
-    trained = train_pipeline(
-        pairs, named_config("default", resolution=64), steps=4, seed=0, device="cpu"
-    )
+    trained = train_pipeline(pairs, tiny_config(), steps=4, seed=0, device="cpu")
     sessions = make_sessionmaker(make_engine(settings.database_url))
     return register(
         settings,
