@@ -161,15 +161,7 @@ def generate(
     """
     settings = get_settings()
     sessions = _sessions(settings)
-    with session_scope(sessions) as session:
-        found = (
-            pipelines.latest_ready(session)
-            if pipeline == "latest"
-            else pipelines.get(session, _int(pipeline, "--pipeline"))
-        )
-        if found is None:
-            fail("no trained pipeline yet: run `synthmed train` first")
-        pipeline_id = found.id
+    pipeline_id = _pipeline_id(sessions, pipeline)
     if out is not None:
         from workers.local import generate_to_folder
 
@@ -261,15 +253,7 @@ def evaluate(
     sessions = _sessions(settings)
     from workers.local import evaluate_pipeline
 
-    with session_scope(sessions) as session:
-        found = (
-            pipelines.latest_ready(session)
-            if pipeline == "latest"
-            else pipelines.get(session, _int(pipeline, "--pipeline"))
-        )
-        if found is None:
-            fail("no trained pipeline yet: run `synthmed train` first")
-        pipeline_id = found.id
+    pipeline_id = _pipeline_id(sessions, pipeline)
     try:
         metrics = evaluate_pipeline(
             settings,
@@ -389,6 +373,21 @@ def demo(
     from workers.demo import run_demo
 
     run_demo(port=port, count=count, steps=steps)
+
+
+def _pipeline_id(sessions, pipeline: str) -> int:  # noqa: ANN001
+    """The id named by --pipeline ('latest' or a number); a clear error if there is none."""
+    try:
+        with session_scope(sessions) as session:
+            if pipeline == "latest":
+                found = pipelines.latest_ready(session)
+                if found is None:
+                    fail("no trained pipeline yet: run `synthmed train` first")
+                return found.id
+            return pipelines.get(session, _int(pipeline, "--pipeline")).id
+    except SynthMedError as exc:
+        fail(exc.detail)
+    raise AssertionError
 
 
 def _int(value: str, option: str) -> int:

@@ -1,0 +1,48 @@
+"""The CLI as a user meets it: clear errors with exit code 2, nothing half-written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from app.settings import get_settings
+from workers.cli import app
+
+
+@pytest.fixture
+def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.setenv("SYNTHMED_DATABASE_URL", f"sqlite:///{tmp_path / 'db.sqlite'}")
+    monkeypatch.setenv("SYNTHMED_STORAGE_URL", f"file://{tmp_path / 'objects'}")
+    monkeypatch.setenv("SYNTHMED_BROKER_URL", f"filesystem://{tmp_path / 'broker'}")
+    get_settings.cache_clear()
+    runner = CliRunner()
+    assert runner.invoke(app, ["migrate"]).exit_code == 0
+    yield runner
+    get_settings.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["generate", "--pipeline", "7"], "no pipeline 7"),
+        (["generate", "--pipeline", "abc"], "must be an integer id or 'latest'"),
+        (["generate"], "no trained pipeline yet"),
+        (["publish", "nope"], "no dataset 'nope'"),
+        (["train", "--data", "/nonexistent", "--steps", "1"], "/nonexistent: no such folder"),
+        (["train", "--resolution", "100", "--steps", "1"], "power of two"),
+        (["train", "--config", "fancy", "--steps", "1"], "unknown config 'fancy'"),
+    ],
+)
+def test_bad_input_is_a_clear_error(runner: CliRunner, args: list[str], message: str) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_every_command_explains_itself(runner: CliRunner) -> None:
+    for command in ("train", "generate", "evaluate", "publish", "serve", "worker", "demo"):
+        result = runner.invoke(app, [command, "--help"])
+        assert result.exit_code == 0
+        assert "Usage" in result.output
