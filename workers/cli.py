@@ -242,6 +242,8 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Generation seed.")] = 0,
     tstr_steps: Annotated[int, typer.Option(help="Segmenter training steps per run.")] = 300,
     seeds: Annotated[int, typer.Option(min=1, help="Segmenter seeds per arm (mean ± std).")] = 3,
+    crop: Annotated[int, typer.Option(help="Segmenter training crop size.")] = 128,
+    width: Annotated[int, typer.Option(help="Segmenter U-Net base channels.")] = 32,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
     output: Annotated[Path | None, typer.Option(help="Also write the metrics as JSON.")] = None,
 ) -> None:
@@ -266,6 +268,8 @@ def evaluate(
             tstr_steps=tstr_steps,
             seeds=seeds,
             device=device,
+            crop=crop,
+            width=width,
         )
     except ValueError as exc:
         fail(str(exc))

@@ -74,6 +74,8 @@ def evaluate_pipeline(
     tstr_steps: int,
     seeds: int,
     device: str,
+    crop: int = 128,
+    width: int = 32,
 ) -> list[EvaluationMetric]:
     """TSTR and the rest on `count` fresh samples; stored as the pipeline's metrics."""
     trained, source = _load(settings, sessions, pipeline_id, device)
@@ -102,6 +104,8 @@ def evaluate_pipeline(
             device=target,
             on_progress=progress,
             second_observer=observer,
+            crop=crop,
+            base=width,
         )
     finally:
         bar.close()
