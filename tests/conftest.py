@@ -23,10 +23,11 @@ from sqlalchemy.orm import Session
 
 from app.db import get_session, make_engine
 from app.deps import get_storage
-from app.jobs.queue import QUEUE_KEY, RecordingSender
+from app.jobs.queue import QUEUE_KEY
 from app.main import create_app
 from app.settings import Settings
 from app.storage import Storage
+from tests.factories import RecordingSender
 
 pytest_plugins = ["tests.fixtures_storage"]
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import itertools
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -16,6 +18,19 @@ from app.storage import Storage
 from app.tables import Dataset, DatasetStatus, Metric, Pipeline, PipelineStatus
 
 _counter = itertools.count(1)
+
+
+@dataclass
+class RecordingSender:
+    """Stands in for the broker client: remembers what would have been sent, and when."""
+
+    sent: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def send(self, name: str, kwargs: dict[str, Any]) -> str | None:
+        self.sent.append((name, kwargs))
+        return None
+
+
 SITE_URL = "http://testserver"
 
 

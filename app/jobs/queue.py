@@ -6,7 +6,6 @@ knows the broker URL and the task names below.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -64,17 +63,6 @@ class CeleryTaskSender:
     def send(self, name: str, kwargs: dict[str, Any]) -> str | None:
         result = self._celery.send_task(name, kwargs=kwargs, queue=GPU_QUEUE)
         return result.id
-
-
-@dataclass
-class RecordingSender:
-    """For tests and for callers that run tasks in-process: remembers what was sent."""
-
-    sent: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-
-    def send(self, name: str, kwargs: dict[str, Any]) -> str | None:
-        self.sent.append((name, kwargs))
-        return None
 
 
 def enqueue_after_commit(session: Session, name: str, **kwargs: Any) -> None:

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.datasets.service import datasets
-from app.jobs.queue import EVALUATE_DATASET, QUEUE_KEY, RecordingSender
+from app.jobs.queue import EVALUATE_DATASET, QUEUE_KEY
 from app.jobs.service import jobs
 from app.samples.service import samples
 from app.settings import Settings
@@ -17,6 +17,7 @@ from app.storage import Storage
 from app.tables import DatasetStatus, JobKind, JobState
 from models.phantom import phantom_pairs
 from models.train import train_pipeline
+from tests.factories import RecordingSender
 from tests.tiny import tiny_config
 from workers import runs, tasks
 from workers.celery_app import WorkerContext

@@ -9,10 +9,10 @@ from sqlalchemy.orm import Session
 
 from app.datasets.service import datasets
 from app.errors import Conflict, InvalidTransition
-from app.jobs.queue import GENERATE_DATASET, RecordingSender
+from app.jobs.queue import GENERATE_DATASET
 from app.storage import Storage
 from app.tables import DatasetStatus, JobState
-from tests.factories import make_dataset, make_published_dataset
+from tests.factories import RecordingSender, make_dataset, make_published_dataset
 
 
 class TestStartGeneration:
