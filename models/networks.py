@@ -8,6 +8,7 @@ pipeline's initial weights depend only on its seed, not on the global RNG or the
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import os
 from collections.abc import Callable, Iterable
@@ -197,6 +198,35 @@ class DCGANDiscriminator(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.body(x).flatten(1))
+
+
+class EMAGenerator(nn.Module):
+    """A generator plus an exponential moving average of its weights (a standard GAN
+    stabiliser). Training mode runs the live network ``net``; eval mode runs ``ema``, so
+    generation and sample grids use the averaged weights. Both are in the state dict."""
+
+    def __init__(self, net: nn.Module, decay: float) -> None:
+        super().__init__()
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
+        self.decay = decay
+        self.net = net
+        self.ema = copy.deepcopy(net).requires_grad_(False)
+
+    @property
+    def z_dim(self) -> int:
+        return int(self.net.z_dim)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z) if self.training else self.ema(z)
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """Move the average towards the live weights; buffers (BN statistics) are copied."""
+        for e, p in zip(self.ema.parameters(), self.net.parameters(), strict=True):
+            e.lerp_(p, 1.0 - self.decay)
+        for e, b in zip(self.ema.buffers(), self.net.buffers(), strict=True):
+            e.copy_(b)
 
 
 class _Up(nn.Module):

@@ -7,12 +7,14 @@ blacken everything outside the disc, as in real fundus photographs.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.config import Stage1Config
-from models.networks import Runtime, build_discriminator, build_generator
+from models.networks import EMAGenerator, Runtime, build_discriminator, build_generator
 from models.transforms import diff_augment
 
 CHANNELS = 2  # vessel mask, FOV
@@ -28,11 +30,12 @@ def sample_noise(cfg: Stage1Config, n: int, generator: torch.Generator) -> Tenso
 def build_stage1_generator(
     cfg: Stage1Config, *, resolution: int, generator: torch.Generator | None = None
 ) -> nn.Module:
-    return build_generator(
+    net = build_generator(
         "dcgan", in_ch=cfg.z_dim, out_ch=CHANNELS, resolution=resolution, width=cfg.width,
         max_width=cfg.max_width, norm=cfg.norm, kernel=cfg.kernel, upsample=cfg.upsample,
         generator=generator,
     )
+    return EMAGenerator(net, cfg.ema) if cfg.ema > 0 else net
 
 
 def build_stage1_discriminator(
@@ -75,13 +78,32 @@ class DCGAN:
         self._g = runtime.compiled(self.generator)
         self._d = runtime.compiled(self.discriminator)
         betas = (cfg.beta1, cfg.beta2)
-        self.opt_g = runtime.adam(self.generator.parameters(), lr=cfg.lr, betas=betas)
-        self.opt_d = runtime.adam(self.discriminator.parameters(), lr=cfg.lr, betas=betas)
+        # Only the live weights are optimised; an EMA copy has requires_grad off.
+        g_params = [p for p in self.generator.parameters() if p.requires_grad]
+        self.opt_g = runtime.adam(g_params, lr=cfg.lr, betas=betas)
+        self.opt_d = runtime.adam(self.discriminator.parameters(), lr=cfg.d_lr, betas=betas)
+        self.steps_done = 0
 
     def _augment(self, x: Tensor, rng: torch.Generator) -> Tensor:
-        if not self.cfg.diffaug:
-            return x
-        return diff_augment(x, self.cfg.diffaug, rng)
+        if self.cfg.diffaug:
+            x = diff_augment(x, self.cfg.diffaug, rng)
+        if self.cfg.instance_noise > 0:
+            noise = torch.randn(x.shape, generator=rng, device=rng.device, dtype=x.dtype)
+            x = x + self.cfg.instance_noise * noise.to(x.device)
+        return x
+
+    def _rotate(self, real: Tensor, rng: torch.Generator) -> Tensor:
+        """Each real (mask, FOV) rotated by a uniform angle about the centre, nearest."""
+        n = real.shape[0]
+        angles = torch.rand(n, generator=rng, device=rng.device).to(real.device) * (2 * math.pi)
+        cos, sin, zero = angles.cos(), angles.sin(), torch.zeros_like(angles)
+        theta = torch.stack(
+            [torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1
+        ).to(real.dtype)
+        grid = F.affine_grid(theta, list(real.shape), align_corners=False)
+        # In {0, 1} so the corners that come from outside the image are background.
+        out = F.grid_sample((real + 1) / 2, grid, mode="nearest", align_corners=False)
+        return out * 2 - 1
 
     def _fake(self, n: int, rng: torch.Generator) -> Tensor:
         z = self.runtime.tensor(sample_noise(self.cfg, n, rng))
@@ -95,17 +117,29 @@ class DCGAN:
     def step(self, real: Tensor, rng: torch.Generator) -> dict[str, Tensor]:
         """One discriminator step, then ``g_steps_per_d`` generator steps (the paper uses 2:
         a DCGAN discriminator on few images otherwise wins too quickly)."""
+        cfg = self.cfg
         n = real.shape[0]
+        if cfg.rotate_real:
+            real = self.runtime.tensor(self._rotate(real, rng))
         fake = self._fake(n, rng)
         self.discriminator.requires_grad_(True)
+        self.steps_done += 1
+        r1 = cfg.r1_gamma > 0 and self.steps_done % cfg.r1_every == 0
+        if r1:
+            real = real.detach().requires_grad_(True)
         d_real = self._logits(real, rng)
         d_fake = self._logits(fake.detach(), rng)
         loss_d = 0.5 * (
             F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
             + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
         )
+        loss = loss_d
+        if r1:
+            (grad,) = torch.autograd.grad(d_real.sum(), real, create_graph=True)
+            penalty = grad.float().pow(2).flatten(1).sum(1).mean()
+            loss = loss + 0.5 * cfg.r1_gamma * cfg.r1_every * penalty
         self.opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
+        loss.backward()
         self.opt_d.step()
 
         # Frozen D: its gradients would be wasted work during the generator steps.
@@ -119,5 +153,7 @@ class DCGAN:
             self.opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             self.opt_g.step()
+            if isinstance(self.generator, EMAGenerator):
+                self.generator.update()
         self.discriminator.requires_grad_(True)
         return {"stage1_d": loss_d.detach(), "stage1_g": loss_g.detach()}

@@ -141,6 +141,7 @@ def train_pipeline(
     if resume is not None:
         _restore(resume, s1, s2, rngs)
         start = resume.steps_done
+        s1.steps_done = start  # keeps a lazy R1 penalty on the same steps
     s1.generator.train()
     s1.discriminator.train()
     s2.generator.train()

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from models.config import CONFIG_NAMES, PipelineConfig, Stage2Config, named_config
-from models.networks import build_discriminator, build_generator, norm_layer
+from models.networks import EMAGenerator, build_discriminator, build_generator, norm_layer
 from models.stage1 import build_stage1_discriminator, build_stage1_generator
 from models.stage2 import build_stage2_discriminator, build_stage2_generator
 
@@ -91,10 +91,22 @@ class TestFactories:
             named_config("default", resolution=resolution)
 
     def test_init_is_seeded(self) -> None:
-        a = build_generator("unet", in_ch=1, out_ch=3, resolution=64, width=8,
-                            generator=torch.Generator().manual_seed(3))
-        b = build_generator("unet", in_ch=1, out_ch=3, resolution=64, width=8,
-                            generator=torch.Generator().manual_seed(3))
+        a = build_generator(
+            "unet",
+            in_ch=1,
+            out_ch=3,
+            resolution=64,
+            width=8,
+            generator=torch.Generator().manual_seed(3),
+        )
+        b = build_generator(
+            "unet",
+            in_ch=1,
+            out_ch=3,
+            resolution=64,
+            width=8,
+            generator=torch.Generator().manual_seed(3),
+        )
         for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
             assert torch.equal(pa, pb)
 
@@ -120,3 +132,21 @@ class TestConfig:
     def test_too_deep(self) -> None:
         with pytest.raises(ValueError, match="depth"):
             PipelineConfig(name="x", resolution=64, stage2=Stage2Config(depth=7))
+
+
+def test_default_stage1_generator_samples_from_its_ema() -> None:
+    cfg = named_config("default", resolution=64)
+    g = build_stage1_generator(cfg.stage1, resolution=64)
+    assert isinstance(g, EMAGenerator) and g.decay == cfg.stage1.ema
+    assert {k.split(".")[0] for k in g.state_dict()} == {"net", "ema"}
+    assert all(not p.requires_grad for p in g.ema.parameters())
+    with torch.no_grad():
+        for p in g.net.parameters():
+            p.add_(1.0)
+    g.update()
+    for e, p in zip(g.ema.parameters(), g.net.parameters(), strict=True):
+        assert not torch.equal(e, p)
+    z = torch.rand(2, cfg.stage1.z_dim)
+    g.eval()
+    assert torch.equal(g(z), g.ema.eval()(z))
+    assert named_config("paper", resolution=64).stage1.ema == 0

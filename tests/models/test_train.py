@@ -8,23 +8,10 @@ import pytest
 import torch
 
 from models.checkpoint import CheckpointError, load_pipeline, save_pipeline
-from models.config import PipelineConfig, named_config
 from models.data import FundusPair
 from models.phantom import phantom_pairs
 from models.train import TrainedPipeline, TrainProgress, train_pipeline
-
-SIZE = 64
-
-
-def tiny_config(name: str = "default") -> PipelineConfig:
-    """The named recipe at 64 px with narrow networks, so CPU tests stay fast."""
-    cfg = named_config(name, resolution=SIZE)
-    return dataclasses.replace(
-        cfg,
-        batch_size=4,
-        stage1=dataclasses.replace(cfg.stage1, width=8, max_width=64),
-        stage2=dataclasses.replace(cfg.stage2, width=8, d_width=8, max_width=64),
-    )
+from tests.tiny import SIZE, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +21,12 @@ def pairs() -> list[FundusPair]:
 
 def weights(p: TrainedPipeline) -> dict[str, torch.Tensor]:
     out = {}
-    for part in ("stage1_generator", "stage2_generator", "stage1_discriminator",
-                 "stage2_discriminator"):
+    for part in (
+        "stage1_generator",
+        "stage2_generator",
+        "stage1_discriminator",
+        "stage2_discriminator",
+    ):
         net = getattr(p, part)
         out |= {f"{part}.{k}": v for k, v in net.state_dict().items()}
     return out
@@ -54,8 +45,15 @@ class TestTraining:
         grids: list[tuple[int, np.ndarray]] = []
         cfg = tiny_config()
         p = train_pipeline(
-            pairs, cfg, steps=20, seed=0, device="cpu", on_progress=reports.append,
-            progress_every=1, on_samples=lambda s, g: grids.append((s, g)), sample_every=10,
+            pairs,
+            cfg,
+            steps=20,
+            seed=0,
+            device="cpu",
+            on_progress=reports.append,
+            progress_every=1,
+            on_samples=lambda s, g: grids.append((s, g)),
+            sample_every=10,
         )
         assert p.steps_done == 20
         assert [r.step for r in reports] == list(range(1, 21))
@@ -100,12 +98,22 @@ class TestTraining:
 
 
 class TestResume:
-    def test_resume_continues_exactly(self, pairs: list[FundusPair]) -> None:
+    @pytest.mark.parametrize("r1", [0.0, 1.0])
+    def test_resume_continues_exactly(self, pairs: list[FundusPair], r1: float) -> None:
         cfg = tiny_config()
+        # A lazy R1 penalty every 3 steps: the resumed run must apply it on the same steps.
+        cfg = dataclasses.replace(
+            cfg, stage1=dataclasses.replace(cfg.stage1, r1_gamma=r1, r1_every=3)
+        )
         checkpoints: list[bytes] = []
         straight = train_pipeline(
-            pairs, cfg, steps=8, seed=3, device="cpu",
-            on_checkpoint=lambda p: checkpoints.append(save_pipeline(p)), checkpoint_every=5,
+            pairs,
+            cfg,
+            steps=8,
+            seed=3,
+            device="cpu",
+            on_checkpoint=lambda p: checkpoints.append(save_pipeline(p)),
+            checkpoint_every=5,
         )
         assert len(checkpoints) == 1
         half = load_pipeline(checkpoints[0], expect_config=cfg)
@@ -157,8 +165,11 @@ class TestCheckpointErrors:
 
     @pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
     def test_corrupt(self, blob: bytes, damage: str) -> None:
-        data = {"garbage": b"not a checkpoint" * 10, "truncated": blob[: len(blob) // 2],
-                "empty": b""}[damage]
+        data = {
+            "garbage": b"not a checkpoint" * 10,
+            "truncated": blob[: len(blob) // 2],
+            "empty": b"",
+        }[damage]
         with pytest.raises(CheckpointError):
             load_pipeline(data)
 
