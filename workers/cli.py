@@ -76,7 +76,7 @@ def train(
     ] = "phantom",
     resolution: Annotated[int, typer.Option(help="Training resolution, 64 to 512.")] = 64,
     config: Annotated[str, typer.Option(help="Recipe: 'default' (tuned) or 'paper'.")] = "default",
-    steps: Annotated[int, typer.Option(min=1, help="Training steps (both stages).")] = 1200,
+    steps: Annotated[int, typer.Option(min=1, help="Training steps (both stages).")] = 900,
     seed: Annotated[int, typer.Option(help="Seed; a run is deterministic per device.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     name: Annotated[str | None, typer.Option(help="Pipeline name shown on dataset cards.")] = None,
@@ -367,7 +367,7 @@ def worker(
 def demo(
     port: Annotated[int, typer.Option(help="Port for the site.")] = 8000,
     count: Annotated[int, typer.Option(help="Pairs in the first dataset.")] = 16,
-    steps: Annotated[int, typer.Option(help="Training steps if no pipeline exists.")] = 1200,
+    steps: Annotated[int, typer.Option(help="Training steps if no pipeline exists.")] = 900,
 ) -> None:
     """Migrate, train a 64 px pipeline on phantom data if none exists, start a worker,
     generate and publish a first dataset through the job path, and serve the site.
