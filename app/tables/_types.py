@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Enum
-from sqlalchemy.types import TypeEngine
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 
 def utcnow() -> datetime:
@@ -27,5 +27,18 @@ def str_enum(cls: type[enum.Enum]) -> Enum:
     )
 
 
-TZDateTime: TypeEngine[datetime] = DateTime(timezone=True)
+class TZDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC timestamps on every backend.
+
+    PostgreSQL keeps the offset; SQLite drops it and hands back naive values, which are UTC
+    because that is all we write.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 JSONDict: TypeEngine[dict[str, Any]] = JSON()
