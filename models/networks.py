@@ -78,13 +78,24 @@ def build_generator(
     """
     if name == "dcgan":
         net: nn.Module = DCGANGenerator(
-            in_ch, out_ch, resolution=resolution, width=width, max_width=max_width,
-            kernel=kernel, norm=norm_layer(norm), upsample=upsample,
+            in_ch,
+            out_ch,
+            resolution=resolution,
+            width=width,
+            max_width=max_width,
+            kernel=kernel,
+            norm=norm_layer(norm),
+            upsample=upsample,
         )
     elif name == "unet":
         net = UNetGenerator(
-            in_ch, out_ch, depth=depth if depth is not None else resolution.bit_length() - 2,
-            width=width, max_width=max_width, norm=norm, upsample=upsample,
+            in_ch,
+            out_ch,
+            depth=depth if depth is not None else resolution.bit_length() - 2,
+            width=width,
+            max_width=max_width,
+            norm=norm,
+            upsample=upsample,
         )
     else:
         raise ValueError(f"unknown generator {name!r}; expected one of {list(GENERATOR_NAMES)}")
@@ -106,12 +117,20 @@ def build_discriminator(
     """``dcgan``: one logit per image; ``patch``: a map of logits, one per receptive field."""
     if name == "dcgan":
         net: nn.Module = DCGANDiscriminator(
-            in_ch, resolution=resolution, width=width, max_width=max_width, kernel=kernel,
+            in_ch,
+            resolution=resolution,
+            width=width,
+            max_width=max_width,
+            kernel=kernel,
             norm=norm_layer(norm),
         )
     elif name == "patch":
         net = PatchDiscriminator(
-            in_ch, width=width, max_width=max_width, n_layers=n_layers, norm=norm_layer(norm),
+            in_ch,
+            width=width,
+            max_width=max_width,
+            n_layers=n_layers,
+            norm=norm_layer(norm),
             use_bias=norm != "batch",
         )
     else:
@@ -135,8 +154,16 @@ class DCGANGenerator(nn.Module):
     ReLU, repeated -> tanh."""
 
     def __init__(
-        self, z_dim: int, out_ch: int, *, resolution: int, width: int, max_width: int,
-        kernel: int, norm: NormLayer, upsample: Upsample = "transposed",
+        self,
+        z_dim: int,
+        out_ch: int,
+        *,
+        resolution: int,
+        width: int,
+        max_width: int,
+        kernel: int,
+        norm: NormLayer,
+        upsample: Upsample = "transposed",
     ) -> None:
         super().__init__()
         n_up = resolution.bit_length() - 3  # 4 -> resolution
@@ -175,7 +202,13 @@ class DCGANDiscriminator(nn.Module):
     """Stride-2 convs + BN + LeakyReLU(0.2) down to 4x4, then one linear logit."""
 
     def __init__(
-        self, in_ch: int, *, resolution: int, width: int, max_width: int, kernel: int,
+        self,
+        in_ch: int,
+        *,
+        resolution: int,
+        width: int,
+        max_width: int,
+        kernel: int,
         norm: NormLayer,
     ) -> None:
         super().__init__()
@@ -255,8 +288,15 @@ class UNetGenerator(nn.Module):
     is easy to read and to compile."""
 
     def __init__(
-        self, in_ch: int, out_ch: int, *, depth: int, width: int = 64, max_width: int = 512,
-        norm: Norm = "batch", upsample: Upsample = "resize_conv",
+        self,
+        in_ch: int,
+        out_ch: int,
+        *,
+        depth: int,
+        width: int = 64,
+        max_width: int = 512,
+        norm: Norm = "batch",
+        upsample: Upsample = "resize_conv",
     ) -> None:
         super().__init__()
         if depth < 1:
@@ -305,8 +345,14 @@ class PatchDiscriminator(nn.Module):
     (70x70 for n_layers=3, 34x34 for 2)."""
 
     def __init__(
-        self, in_ch: int, *, width: int = 64, max_width: int = 512, n_layers: int = 3,
-        norm: NormLayer, use_bias: bool = False,
+        self,
+        in_ch: int,
+        *,
+        width: int = 64,
+        max_width: int = 512,
+        n_layers: int = 3,
+        norm: NormLayer,
+        use_bias: bool = False,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Conv2d(in_ch, width, 4, 2, 1), nn.LeakyReLU(0.2, True)]
@@ -355,7 +401,10 @@ class Runtime:
             # run-to-run reproducibility on CUDA, which fast=False keeps.
             torch.backends.cudnn.benchmark = True
             return cls(
-                device=device, amp_dtype=torch.bfloat16, channels_last=True, fused_adam=True,
+                device=device,
+                amp_dtype=torch.bfloat16,
+                channels_last=True,
+                fused_adam=True,
                 compile=compile,
             )
         use_all_cores()
@@ -422,3 +471,30 @@ def resolve_device(device: str | torch.device) -> torch.device:
         return torch.device(device)
     except RuntimeError as exc:
         raise ValueError(f"unknown device {device!r}: {exc}") from exc
+
+
+class AdversarialPair:
+    """A generator and its discriminator placed on a runtime, each with its own Adam.
+
+    The stages differ only in their networks and their training step (subclasses).
+    """
+
+    def __init__(
+        self,
+        *,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        runtime: Runtime,
+        lr_g: float,
+        lr_d: float,
+        betas: tuple[float, float],
+    ) -> None:
+        self.runtime = runtime
+        self.generator = runtime.module(generator)
+        self.discriminator = runtime.module(discriminator)
+        self._g = runtime.compiled(self.generator)
+        self._d = runtime.compiled(self.discriminator)
+        # Only the live weights are optimised; an EMA copy has requires_grad off.
+        g_params = [p for p in self.generator.parameters() if p.requires_grad]
+        self.opt_g = runtime.adam(g_params, lr=lr_g, betas=betas)
+        self.opt_d = runtime.adam(self.discriminator.parameters(), lr=lr_d, betas=betas)

@@ -14,7 +14,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.config import Stage1Config
-from models.networks import EMAGenerator, Runtime, build_discriminator, build_generator
+from models.networks import (
+    AdversarialPair,
+    EMAGenerator,
+    Runtime,
+    build_discriminator,
+    build_generator,
+)
 from models.transforms import diff_augment
 
 CHANNELS = 2  # vessel mask, FOV
@@ -31,8 +37,15 @@ def build_stage1_generator(
     cfg: Stage1Config, *, resolution: int, generator: torch.Generator | None = None
 ) -> nn.Module:
     net = build_generator(
-        "dcgan", in_ch=cfg.z_dim, out_ch=CHANNELS, resolution=resolution, width=cfg.width,
-        max_width=cfg.max_width, norm=cfg.norm, kernel=cfg.kernel, upsample=cfg.upsample,
+        "dcgan",
+        in_ch=cfg.z_dim,
+        out_ch=CHANNELS,
+        resolution=resolution,
+        width=cfg.width,
+        max_width=cfg.max_width,
+        norm=cfg.norm,
+        kernel=cfg.kernel,
+        upsample=cfg.upsample,
         generator=generator,
     )
     return EMAGenerator(net, cfg.ema) if cfg.ema > 0 else net
@@ -42,8 +55,14 @@ def build_stage1_discriminator(
     cfg: Stage1Config, *, resolution: int, generator: torch.Generator | None = None
 ) -> nn.Module:
     return build_discriminator(
-        "dcgan", in_ch=CHANNELS, resolution=resolution, width=cfg.width,
-        max_width=cfg.max_width, norm=cfg.norm, kernel=cfg.kernel, generator=generator,
+        "dcgan",
+        in_ch=CHANNELS,
+        resolution=resolution,
+        width=cfg.width,
+        max_width=cfg.max_width,
+        norm=cfg.norm,
+        kernel=cfg.kernel,
+        generator=generator,
     )
 
 
@@ -52,7 +71,7 @@ def real_geometry(mask: Tensor, fov: Tensor) -> Tensor:
     return torch.cat([mask, fov], dim=1) * 2 - 1
 
 
-class DCGAN:
+class DCGAN(AdversarialPair):
     """Networks, optimisers and one training step. Losses are returned, not stored."""
 
     def __init__(
@@ -66,22 +85,17 @@ class DCGAN:
         discriminator_net: nn.Module | None = None,
     ) -> None:
         self.cfg = cfg
-        self.runtime = runtime
-        g = generator_net or build_stage1_generator(
-            cfg, resolution=resolution, generator=init_generator
+        super().__init__(
+            # Generator first: both draw their initial weights from init_generator.
+            generator=generator_net
+            or build_stage1_generator(cfg, resolution=resolution, generator=init_generator),
+            discriminator=discriminator_net
+            or build_stage1_discriminator(cfg, resolution=resolution, generator=init_generator),
+            runtime=runtime,
+            lr_g=cfg.lr,
+            lr_d=cfg.d_lr,
+            betas=(cfg.beta1, cfg.beta2),
         )
-        d = discriminator_net or build_stage1_discriminator(
-            cfg, resolution=resolution, generator=init_generator
-        )
-        self.generator = runtime.module(g)
-        self.discriminator = runtime.module(d)
-        self._g = runtime.compiled(self.generator)
-        self._d = runtime.compiled(self.discriminator)
-        betas = (cfg.beta1, cfg.beta2)
-        # Only the live weights are optimised; an EMA copy has requires_grad off.
-        g_params = [p for p in self.generator.parameters() if p.requires_grad]
-        self.opt_g = runtime.adam(g_params, lr=cfg.lr, betas=betas)
-        self.opt_d = runtime.adam(self.discriminator.parameters(), lr=cfg.d_lr, betas=betas)
         self.steps_done = 0
 
     def _augment(self, x: Tensor, rng: torch.Generator) -> Tensor:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.config import Stage2Config
-from models.networks import Runtime, build_discriminator, build_generator
+from models.networks import AdversarialPair, Runtime, build_discriminator, build_generator
 from models.transforms import diff_augment
 
 IMAGE_CHANNELS = 3
@@ -22,9 +22,16 @@ def build_stage2_generator(
     cfg: Stage2Config, *, resolution: int, generator: torch.Generator | None = None
 ) -> nn.Module:
     return build_generator(
-        "unet", in_ch=cfg.cond_channels, out_ch=IMAGE_CHANNELS, resolution=resolution,
-        width=cfg.width, max_width=cfg.max_width, norm=cfg.norm, depth=cfg.depth,
-        upsample=cfg.upsample, generator=generator,
+        "unet",
+        in_ch=cfg.cond_channels,
+        out_ch=IMAGE_CHANNELS,
+        resolution=resolution,
+        width=cfg.width,
+        max_width=cfg.max_width,
+        norm=cfg.norm,
+        depth=cfg.depth,
+        upsample=cfg.upsample,
+        generator=generator,
     )
 
 
@@ -32,8 +39,13 @@ def build_stage2_discriminator(
     cfg: Stage2Config, *, resolution: int, generator: torch.Generator | None = None
 ) -> nn.Module:
     return build_discriminator(
-        "patch", in_ch=cfg.cond_channels + IMAGE_CHANNELS, resolution=resolution,
-        width=cfg.d_width, max_width=cfg.max_width, norm=cfg.norm, n_layers=cfg.d_layers,
+        "patch",
+        in_ch=cfg.cond_channels + IMAGE_CHANNELS,
+        resolution=resolution,
+        width=cfg.d_width,
+        max_width=cfg.max_width,
+        norm=cfg.norm,
+        n_layers=cfg.d_layers,
         generator=generator,
     )
 
@@ -44,7 +56,7 @@ def condition(cfg: Stage2Config, mask: Tensor, fov: Tensor) -> Tensor:
     return x * 2 - 1
 
 
-class Pix2Pix:
+class Pix2Pix(AdversarialPair):
     """Networks, optimisers and one training step. Losses are returned, not stored."""
 
     def __init__(
@@ -58,20 +70,17 @@ class Pix2Pix:
         discriminator_net: nn.Module | None = None,
     ) -> None:
         self.cfg = cfg
-        self.runtime = runtime
-        g = generator_net or build_stage2_generator(
-            cfg, resolution=resolution, generator=init_generator
+        super().__init__(
+            # Generator first: both draw their initial weights from init_generator.
+            generator=generator_net
+            or build_stage2_generator(cfg, resolution=resolution, generator=init_generator),
+            discriminator=discriminator_net
+            or build_stage2_discriminator(cfg, resolution=resolution, generator=init_generator),
+            runtime=runtime,
+            lr_g=cfg.lr,
+            lr_d=cfg.lr,
+            betas=(cfg.beta1, cfg.beta2),
         )
-        d = discriminator_net or build_stage2_discriminator(
-            cfg, resolution=resolution, generator=init_generator
-        )
-        self.generator = runtime.module(g)
-        self.discriminator = runtime.module(d)
-        self._g = runtime.compiled(self.generator)
-        self._d = runtime.compiled(self.discriminator)
-        betas = (cfg.beta1, cfg.beta2)
-        self.opt_g = runtime.adam(self.generator.parameters(), lr=cfg.lr, betas=betas)
-        self.opt_d = runtime.adam(self.discriminator.parameters(), lr=cfg.lr, betas=betas)
         c = cfg.cond_channels
         self._rgb = slice(c, c + IMAGE_CHANNELS)
 
