@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -31,12 +32,9 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import httpx
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +43,7 @@ PG_ADMIN_URL = os.environ.get(
 )
 BUCKET = "synthmed-bench"
 BARE = {"status": "ok", "items": [], "total": 0}
+BARE_BYTES = json.dumps(BARE, separators=(",", ":")).encode()
 
 
 def bench_app():  # uvicorn --factory entry point, configured through SYNTHMED_* env vars
@@ -61,30 +60,19 @@ def bench_app():  # uvicorn --factory entry point, configured through SYNTHMED_*
     return app
 
 
+async def raw_asgi(scope: dict, receive, send) -> None:  # noqa: ANN001
+    """The bare baseline: no framework, no middleware, a fixed JSON body."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": BARE_BYTES})
+
+
 # --------------------------------------------------------------------------- setup
-
-
-def make_database() -> str:
-    name = f"synthmed_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    from alembic import command
-
-    from tests.conftest import alembic_config
-
-    command.upgrade(alembic_config(url), "head")
-    return url
-
-
-def drop_database(url: str) -> None:
-    name = make_url(url).database
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def seed(url: str, storage, *, archive_mb: int) -> tuple[str, str, int]:
@@ -260,14 +248,17 @@ def main() -> None:
     parser.add_argument("--no-cache", action="store_true", help="disable the micro-cache")
     args = parser.parse_args()
 
+    from alembic import command
+
     from app.storage import S3Storage
+    from tests.conftest import alembic_config, fresh_database
     from tests.s3server import SeaweedServer
 
     work = Path(tempfile.mkdtemp(prefix="synthmed-bench-"))
-    db_url = make_database()
-    server = None
+    servers: list[subprocess.Popen[bytes]] = []
     try:
-        with SeaweedServer(work / "seaweedfs") as s3:
+        with fresh_database("synthmed_bench") as db_url, SeaweedServer(work / "seaweedfs") as s3:
+            command.upgrade(alembic_config(db_url), "head")
             storage = S3Storage(
                 BUCKET,
                 endpoint_url=s3.endpoint,
@@ -299,13 +290,24 @@ def main() -> None:
                 "--workers", str(args.workers),
             ]  # fmt: skip
             server = subprocess.Popen(cmd, cwd=ROOT, env=env)
+            servers.append(server)
+            # The issue's baseline: plain uvicorn serving a raw ASGI app, same settings.
+            raw_cmd = [
+                sys.executable, "-m", "uvicorn", "bench.api:raw_asgi", "--lifespan", "off",
+                "--loop", options["loop"], "--http", options["http"], "--host", "127.0.0.1",
+                "--port", str(args.port + 1), "--log-level", "warning",
+                "--workers", str(args.workers),
+            ]  # fmt: skip
+            servers.append(subprocess.Popen(raw_cmd, cwd=ROOT, env=env))
             base = f"http://127.0.0.1:{args.port}"
-            for _ in range(300):
-                try:
-                    if httpx.get(f"{base}/bench/bare").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
+            raw = f"http://127.0.0.1:{args.port + 1}/"
+            for url in (f"{base}/bench/bare", raw):
+                for _ in range(300):
+                    try:
+                        if httpx.get(url).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        time.sleep(0.1)
             time.sleep(2)  # let every worker process finish starting
             print(f"synthmed serve: {args.workers} worker(s), loop={options['loop']}, "
                   f"http={options['http']}, same processes and settings for the API and the "
@@ -320,16 +322,23 @@ def main() -> None:
             }
             for path in [*targets.values(), "/bench/bare"]:  # warm up
                 load(base + path, 2, args.connections)
-            print(f"{'endpoint':24} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}   "
-                  f"{'bare req/s':>10} {'bare p99':>8}   "
-                  f"{'rps ratio':>9} {'p99 ratio':>9}")  # fmt: skip
+            load(raw, 2, args.connections)
+            print(
+                "baselines: 'route' = a FastAPI route returning fixed JSON in the same app; "
+                "'raw' = plain uvicorn serving a raw ASGI app that returns the same JSON"
+            )
+            print(f"{'endpoint':22} {'req/s':>7} {'p50':>6} {'p99':>7}  "
+                  f"{'route rps':>9} {'p99':>7} {'ratio':>5} {'p99 x':>5}  "
+                  f"{'raw rps':>7} {'p99':>7} {'ratio':>5} {'p99 x':>5}")  # fmt: skip
             for label, path in targets.items():
                 rps, p50, p99 = load(base + path, args.seconds, args.connections)
-                b_rps, b_p50, b_p99 = load(base + "/bench/bare", args.seconds, args.connections)
-                print(f"{label:24} {rps:9.0f} {p50:8.2f} {p99:8.2f}   {b_rps:10.0f} "
-                      f"{b_p99:8.2f}   {rps / b_rps:9.2f} {p99 / b_p99:9.2f}")  # fmt: skip
+                b_rps, _, b_p99 = load(base + "/bench/bare", args.seconds, args.connections)
+                r_rps, _, r_p99 = load(raw, args.seconds, args.connections)
+                print(f"{label:22} {rps:7.0f} {p50:6.2f} {p99:7.2f}  "
+                      f"{b_rps:9.0f} {b_p99:7.2f} {rps / b_rps:5.2f} {p99 / b_p99:5.2f}  "
+                      f"{r_rps:7.0f} {r_p99:7.2f} {rps / r_rps:5.2f} {p99 / r_p99:5.2f}"
+                      )  # fmt: skip
 
-            key = f"public/datasets/{big_slug}"  # placeholder, replaced below
             from app.db import make_engine
             from app.tables import Dataset
 
@@ -349,11 +358,13 @@ def main() -> None:
                   f"client {httpx_mbs:.0f} MB/s ({httpx_mbs / boto:.2f}); server peak RSS growth "
                   f"{max(rss_growth, rss_growth2) / 1024:.1f} MB "
                   f"(all {args.workers} worker processes)")  # fmt: skip
+            for server in servers:
+                server.terminate()
+                server.wait(timeout=10)
     finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=10)
-        drop_database(db_url)
+        for server in servers:
+            if server.poll() is None:
+                server.kill()
         shutil.rmtree(work, ignore_errors=True)
 
 
