@@ -133,3 +133,9 @@ def get_published(session: Session, *, slug: str) -> Dataset | None:
     return session.scalars(
         select(Dataset).where(Dataset.slug == slug, Dataset.status == DatasetStatus.published)
     ).first()
+
+
+def published_resolutions(session: Session) -> list[int]:
+    """Resolutions offered by the gallery's filter: those of published datasets."""
+    query = select(Dataset.resolution).where(Dataset.status == DatasetStatus.published).distinct()
+    return sorted(session.scalars(query))

@@ -11,6 +11,7 @@ import secrets
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from app.datasets import repository
 from app.errors import BadRequest, Conflict, InvalidTransition, NotFound
 from app.jobs.queue import GENERATE_DATASET, enqueue_after_commit
 from app.jobs.service import jobs
@@ -37,10 +38,7 @@ class DatasetService:
         return session.scalars(select(Dataset).where(Dataset.slug == slug)).first()
 
     def get_published(self, session: Session, slug: str) -> Dataset | None:
-        dataset = self.get_by_slug(session, slug)
-        if dataset is None or dataset.status is not DatasetStatus.published:
-            return None
-        return dataset
+        return repository.get_published(session, slug=slug)
 
     def create_draft(
         self,

@@ -11,10 +11,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from app.datasets import repository
 from app.datasets.card import LICENCES
 from app.datasets.service import datasets
 from app.deps import SessionDep, SettingsDep
-from app.pages import queries, views
+from app.pages import views
 from app.pages.static import asset_url
 from app.samples.service import samples
 from app.settings import ROOT
@@ -36,8 +37,8 @@ def not_found(request: Request, message: str) -> HTMLResponse:
 
 @router.get("/", response_class=HTMLResponse)
 def home(request: Request, session: SessionDep, settings: SettingsDep) -> HTMLResponse:
-    latest, total = queries.list_published(
-        session, filters=queries.DatasetFilters(), limit=FEATURED
+    latest, total = repository.list_published(
+        session, filters=repository.DatasetFilters(), limit=FEATURED
     )
     cards = views.dataset_cards(session, latest, n_thumbs=4)
     example = views.citation(latest[0], settings.site_url) if latest else None
@@ -59,7 +60,7 @@ def gallery(
     page: str | None = None,
 ) -> HTMLResponse:
     # Form values are read leniently: a hand-edited URL narrows nothing rather than erroring.
-    filters = queries.DatasetFilters(
+    filters = repository.DatasetFilters(
         resolution=views.to_int(resolution, low=1),
         licence=licence if licence in LICENCES else None,
         min_f1=views.to_float(min_f1, low=0.0, high=1.0),
@@ -76,14 +77,14 @@ def gallery(
         "q": filters.q or "",
     }
     wanted = views.to_int(page, low=1) or 1
-    found, total = queries.list_published(
+    found, total = repository.list_published(
         session, filters=filters, offset=(wanted - 1) * GALLERY_PER_PAGE, limit=GALLERY_PER_PAGE
     )
     paging = views.pager(
         wanted, total=total, per_page=GALLERY_PER_PAGE, base="/gallery", params=params
     )
     if paging.page != wanted:  # past the last page: show the last one
-        found, total = queries.list_published(
+        found, total = repository.list_published(
             session, filters=filters, offset=paging.offset, limit=GALLERY_PER_PAGE
         )
     return templates.TemplateResponse(
@@ -94,7 +95,7 @@ def gallery(
             "filters": filters,
             "filtered": any(v for k, v in params.items() if k not in ("sort", "order")),
             "paging": paging,
-            "resolutions": queries.published_resolutions(session),
+            "resolutions": repository.published_resolutions(session),
             "licences": {code: name for code, (name, _url) in LICENCES.items()},
             "sorts": SORTS,
         },
@@ -123,7 +124,7 @@ def dataset_page(
     rows = samples.list(
         session, dataset_id=dataset.id, offset=paging.offset, limit=SAMPLES_PER_PAGE
     )
-    metrics = views.metric_rows(queries.public_metrics(session, dataset_id=dataset.id))
+    metrics = views.metric_rows(repository.public_metrics(session, dataset_id=dataset.id))
     return templates.TemplateResponse(
         request,
         "dataset.html",

@@ -13,8 +13,8 @@ from urllib.parse import urlencode
 from markupsafe import Markup
 from sqlalchemy.orm import Session
 
+from app.datasets import repository
 from app.datasets.card import citation_bibtex, citation_cff, licence_name, licence_url
-from app.pages import queries
 from app.pages.plots import metric_plots
 from app.samples.service import samples
 from app.tables import Dataset, Metric, Sample
@@ -37,7 +37,7 @@ STAT_LABELS = {
     "fov_fraction": "Field-of-view fraction",
     "mean_intensity": "Mean intensity",
 }
-KEY_METRIC = queries.KEY_METRIC
+KEY_METRIC = repository.SCORE_METRIC
 
 
 def metric_label(name: str) -> str:
@@ -117,7 +117,7 @@ def thumbs(dataset: Dataset, rows: list[Sample]) -> list[Thumb]:
 
 
 def dataset_cards(session: Session, found: list[Dataset], *, n_thumbs: int) -> list[DatasetCard]:
-    values = queries.metric_values(session, dataset_ids=[d.id for d in found])
+    values = repository.metric_values(session, dataset_ids=[d.id for d in found])
     return [
         DatasetCard(
             slug=d.slug,
