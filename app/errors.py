@@ -19,10 +19,6 @@ class BadRequest(SynthMedError):
     status_code = 400
 
 
-class Unauthorized(SynthMedError):
-    status_code = 401
-
-
 class NotFound(SynthMedError):
     status_code = 404
 
@@ -38,10 +34,6 @@ class InvalidTransition(Conflict):
 
 class RangeNotSatisfiable(SynthMedError):
     status_code = 416
-
-
-class TooManyRequests(SynthMedError):
-    status_code = 429
 
 
 def install_error_handler(app: FastAPI) -> None:

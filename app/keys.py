@@ -39,9 +39,5 @@ def archive(dataset_id: int, version: int) -> str:
     return f"{dataset_prefix(dataset_id)}archive-v{version}.zip"
 
 
-def audit_evidence(dataset_id: int) -> str:
-    return f"{PRIVATE}/audits/{dataset_id}/closest.png"
-
-
 def sha256sums(dataset_id: int) -> str:
     return f"{dataset_prefix(dataset_id)}SHA256SUMS"

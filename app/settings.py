@@ -28,9 +28,6 @@ class Settings(BaseSettings):
     # Public API rate limit per client address (requests per minute); 0 disables it.
     rate_limit_per_minute: int = Field(default=600, ge=0)
     device: str = "auto"
-    # Training data for evaluation and audits: "phantom" or a DRIVE-format split folder.
-    real_train: str = "phantom"
-    real_test: str = "phantom"
 
     @property
     def storage_secret(self) -> str | None:
