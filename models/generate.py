@@ -22,6 +22,7 @@ from models.config import PipelineConfig, Stage1Config
 from models.networks import Runtime, resolve_device
 from models.stage1 import sample_noise
 from models.stage2 import condition
+from models.transforms import to_uint8_images
 
 if TYPE_CHECKING:
     from models.train import TrainedPipeline
@@ -107,7 +108,7 @@ def generate(
         indices = range(first, min(first + batch_size, start + count))
         z = sample_noise_for(cfg.stage1, seed, indices)
         image, mask, fov = synthesize(stage1, stage2, cfg, z, runtime)
-        images = _to_uint8(image)
+        images = to_uint8_images(image)
         masks = mask[:, 0].to(torch.uint8).cpu().numpy()
         fovs = fov[:, 0].to(torch.uint8).cpu().numpy()
         for j, i in enumerate(indices):
@@ -126,14 +127,8 @@ def sample_grid(
         image, mask, fov = synthesize(stage1, stage2, config, z, Runtime(device=dev))
     shown = (mask * 215 + fov * 40).expand(-1, 3, -1, -1)  # vessel 255, FOV 40, outside 0
     top = torch.cat(list(shown.round().to(torch.uint8).cpu()), dim=2)
-    bottom = torch.cat(list(torch.from_numpy(_to_uint8(image)).permute(0, 3, 1, 2)), dim=2)
+    bottom = torch.cat(list(torch.from_numpy(to_uint8_images(image)).permute(0, 3, 1, 2)), dim=2)
     return torch.cat([top, bottom], dim=1).permute(1, 2, 0).contiguous().numpy()
-
-
-def _to_uint8(image: Tensor) -> np.ndarray:
-    """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8, rounding as ``to_uint8_image`` does."""
-    x = ((image.float().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
 @contextlib.contextmanager

@@ -38,12 +38,17 @@ def to_tensor(pairs: Sequence[FundusPair]) -> tuple[Tensor, Tensor, Tensor]:
     return images, masks, fovs
 
 
+def to_uint8_images(x: Tensor) -> np.ndarray:
+    """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8: the inverse of `to_tensor`'s images."""
+    y = ((x.detach().float().clamp(-1.0, 1.0) + 1.0) * 127.5).round()
+    return y.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
 def to_uint8_image(x: Tensor) -> np.ndarray:
-    """Inverse of `to_tensor` for one (3, H, W) image in [-1, 1]: an (H, W, 3) uint8 array."""
+    """One (3, H, W) image in [-1, 1] -> an (H, W, 3) uint8 array."""
     if x.dim() != 3 or x.shape[0] != 3:
         raise ValueError(f"expected a (3, H, W) tensor, got shape {tuple(x.shape)}")
-    y = ((x.detach().float().clamp(-1.0, 1.0) + 1.0) * 127.5).round()
-    return y.to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return to_uint8_images(x[None])[0]
 
 
 # --------------------------------------------------------------------------- joint geometry
