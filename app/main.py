@@ -8,10 +8,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy import text
 
-from app.db import make_engine, make_sessionmaker
+from app.db import make_engine
 from app.deps import SessionDep
 from app.errors import install_error_handler
-from app.jobs.queue import QUEUE_KEY, CeleryTaskSender
+from app.jobs.queue import task_sessions
 from app.microcache import MicroCacheMiddleware, ResponseCache
 from app.pages.static import static_files
 from app.ratelimit import install_rate_limit
@@ -27,9 +27,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url)
         app.state.engine = engine
-        app.state.sessionmaker = make_sessionmaker(
-            engine, info={QUEUE_KEY: CeleryTaskSender(settings.broker_url)}
-        )
+        app.state.sessionmaker = task_sessions(engine, settings.broker_url)
         app.state.storage = storage_from_settings(settings)
         yield
         engine.dispose()

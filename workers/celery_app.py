@@ -13,8 +13,8 @@ from functools import lru_cache
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db import make_engine, make_sessionmaker
-from app.jobs.queue import QUEUE_KEY, CeleryTaskSender, celery_config
+from app.db import make_engine
+from app.jobs.queue import celery_config, task_sessions
 from app.settings import Settings, get_settings
 from app.storage import Storage, storage_from_settings
 
@@ -34,10 +34,7 @@ class WorkerContext:
 @lru_cache
 def context() -> WorkerContext:
     settings = get_settings()
-    sessions = make_sessionmaker(
-        make_engine(settings.database_url),
-        info={QUEUE_KEY: CeleryTaskSender(settings.broker_url)},
-    )
+    sessions = task_sessions(make_engine(settings.database_url), settings.broker_url)
     return WorkerContext(
         settings=settings, sessions=sessions, storage=storage_from_settings(settings)
     )

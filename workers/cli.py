@@ -18,9 +18,9 @@ from alembic.config import Config as AlembicConfig
 from tqdm import tqdm
 
 from app.datasets.service import datasets
-from app.db import make_engine, make_sessionmaker, session_scope
+from app.db import make_engine, session_scope
 from app.errors import SynthMedError
-from app.jobs.queue import QUEUE_KEY, CeleryTaskSender
+from app.jobs.queue import task_sessions
 from app.jobs.service import jobs
 from app.pipelines.service import pipelines
 from app.settings import ROOT, Settings, get_settings
@@ -42,10 +42,7 @@ def fail(message: str) -> None:
 
 
 def _sessions(settings: Settings):  # noqa: ANN202 - sessionmaker
-    return make_sessionmaker(
-        make_engine(settings.database_url),
-        info={QUEUE_KEY: CeleryTaskSender(settings.broker_url)},
-    )
+    return task_sessions(make_engine(settings.database_url), settings.broker_url)
 
 
 def migrate_database(settings: Settings) -> None:

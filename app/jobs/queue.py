@@ -12,7 +12,10 @@ from urllib.parse import urlsplit
 
 from celery import Celery
 from sqlalchemy import event
-from sqlalchemy.orm import Session
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db import make_sessionmaker
 
 GENERATE_DATASET = "synthmed.generate_dataset"
 EVALUATE_DATASET = "synthmed.evaluate_dataset"
@@ -63,6 +66,11 @@ class CeleryTaskSender:
     def send(self, name: str, kwargs: dict[str, Any]) -> str | None:
         result = self._celery.send_task(name, kwargs=kwargs, queue=GPU_QUEUE)
         return result.id
+
+
+def task_sessions(engine: Engine, broker_url: str) -> sessionmaker[Session]:
+    """Sessions whose commits send the tasks queued on them to `broker_url`."""
+    return make_sessionmaker(engine, info={QUEUE_KEY: CeleryTaskSender(broker_url)})
 
 
 def enqueue_after_commit(session: Session, name: str, **kwargs: Any) -> None:

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 
 from app.datasets.service import datasets
 from app.db import make_engine, make_sessionmaker, session_scope
-from app.jobs.queue import QUEUE_KEY, CeleryTaskSender
+from app.jobs.queue import task_sessions
 from app.jobs.service import jobs
 from app.main import create_app
 from app.settings import Settings
@@ -120,10 +120,7 @@ def test_worker_generates_evaluates_and_publishes(
     e2e_settings: Settings, worker: subprocess.Popen[bytes], tmp_path: Path
 ) -> None:
     pipeline_id = _tiny_pipeline(e2e_settings)
-    sessions = make_sessionmaker(
-        make_engine(e2e_settings.database_url),
-        info={QUEUE_KEY: CeleryTaskSender(e2e_settings.broker_url)},
-    )
+    sessions = task_sessions(make_engine(e2e_settings.database_url), e2e_settings.broker_url)
     count = 6
     with session_scope(sessions) as session:
         dataset = datasets.create_draft(
