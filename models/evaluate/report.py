@@ -71,51 +71,49 @@ def _vessel_metrics(real: Sequence[PairLike], synthetic: Sequence[PairLike]) -> 
     r = vessel_stats([p.mask for p in real], [p.fov for p in real])
     s = vessel_stats([p.mask for p in synthetic], [p.fov for p in synthetic])
     cmp = compare_vessel_stats(r, s)
-    definitions = r["definitions"]
+
+    def per_image(name: str, key: str) -> Metric:
+        return Metric(
+            f"vessel_{name}",
+            s["summary"][f"{key}_mean"],
+            {
+                "real": r["summary"][f"{key}_mean"],
+                "synthetic_per_image": s["per_image"][key],
+                "real_per_image": r["per_image"][key],
+            },
+        )
+
+    def distribution(key: str, value: str, label: str, extra: dict[str, Any]) -> Metric:
+        real_hist, syn_hist = r[key]["histogram"], s[key]["histogram"]
+        return Metric(
+            f"vessel_{key}",
+            s[key][value],
+            {
+                **extra,
+                "real": {k: v for k, v in r[key].items() if k != "histogram"},
+                "synthetic": {k: v for k, v in s[key].items() if k != "histogram"},
+                "real_histogram": real_hist,
+                "synthetic_histogram": syn_hist,
+                "w1": cmp[f"{key}_w1"],
+                "definitions": r["definitions"],
+                "plot": {
+                    "kind": "histogram",
+                    "title": f"Distribution of {label}",
+                    "x_label": label,
+                    "y_label": "fraction",
+                    "edges": real_hist["edges"],
+                    "series": {"real": real_hist["density"], "synthetic": syn_hist["density"]},
+                },
+            },
+        )
+
     return [
-        Metric(
-            "vessel_fraction",
-            s["summary"]["vessel_fraction_mean"],
-            {
-                "real": r["summary"]["vessel_fraction_mean"],
-                "synthetic_per_image": s["per_image"]["vessel_fraction"],
-                "real_per_image": r["per_image"]["vessel_fraction"],
-            },
+        per_image("fraction", "vessel_fraction"),
+        distribution(
+            "width", "mean", "vessel width (px)", {"unit": "pixels at dataset resolution"}
         ),
-        Metric(
-            "vessel_width",
-            s["width"]["mean"],
-            {
-                "unit": "pixels at dataset resolution",
-                "real": {k: v for k, v in r["width"].items() if k != "histogram"},
-                "synthetic": {k: v for k, v in s["width"].items() if k != "histogram"},
-                "real_histogram": r["width"]["histogram"],
-                "synthetic_histogram": s["width"]["histogram"],
-                "w1": cmp["width_w1"],
-                "definitions": definitions,
-            },
-        ),
-        Metric(
-            "vessel_branch_points",
-            s["summary"]["branch_points_mean"],
-            {
-                "real": r["summary"]["branch_points_mean"],
-                "synthetic_per_image": s["per_image"]["branch_points"],
-                "real_per_image": r["per_image"]["branch_points"],
-            },
-        ),
-        Metric(
-            "vessel_tortuosity",
-            s["tortuosity"]["median"],
-            {
-                "real": {k: v for k, v in r["tortuosity"].items() if k != "histogram"},
-                "synthetic": {k: v for k, v in s["tortuosity"].items() if k != "histogram"},
-                "real_histogram": r["tortuosity"]["histogram"],
-                "synthetic_histogram": s["tortuosity"]["histogram"],
-                "w1": cmp["tortuosity_w1"],
-                "definitions": definitions,
-            },
-        ),
+        per_image("branch_points", "branch_points"),
+        distribution("tortuosity", "median", "tortuosity", {}),
     ]
 
 
@@ -296,19 +294,6 @@ def attach_plots(metrics: list[Metric]) -> None:
             }
             for channel in hist["real"]
         ]
-    for name, label in (("vessel_width", "vessel width (px)"), ("vessel_tortuosity", "tortuosity")):
-        metric = by_name.get(name)
-        if metric is None or "real_histogram" not in metric.details:
-            continue
-        real, syn = metric.details["real_histogram"], metric.details["synthetic_histogram"]
-        metric.details["plot"] = {
-            "kind": "histogram",
-            "title": f"Distribution of {label}",
-            "x_label": label,
-            "y_label": "fraction",
-            "edges": real["edges"],
-            "series": {"real": real["density"], "synthetic": syn["density"]},
-        }
     f1 = {arm: by_name.get(f"tstr_f1_{arm}") for arm in ("real", "synthetic", "mixed")}
     if f1["synthetic"] is not None:
         arms = [arm for arm, m in f1.items() if m is not None]
