@@ -14,6 +14,8 @@ Used by the REST API for dataset archives and sample images, and reusable by the
   the next chunk in a worker thread while the current one is sent (:class:`ReadAheadResponse`).
   The ASGI server's flow control stops reading from storage while the client is slow, so
   memory stays at two or three chunks per download whatever the object's size.
+- Large objects can instead be served by a redirect to a presigned URL of the object store
+  (:func:`redirect_to_object`), so that the bytes do not pass through this process.
 - Small objects (images, thumbnails) are kept in a bounded in-memory LRU keyed by (storage
   key, ETag from the database): the ETag is a digest of the content, so an entry can never be
   stale, and a repeat costs no storage request.
@@ -47,6 +49,9 @@ READ_AHEAD = 1
 OBJECT_CACHE_BYTES = 64 << 20
 OBJECT_CACHE_MAX_ITEM = 2 << 20
 OBJECT_CACHE_CONTROL = "public, max-age=86400"
+# How long a redirect's presigned URL works: a download must start within it (a resumed one
+# asks the API again and gets a new URL).
+REDIRECT_EXPIRES = 3600
 
 _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d{0,20})\s*-\s*(\d{0,20})\s*$", re.IGNORECASE)
 
@@ -298,6 +303,26 @@ def stream_object(
         raise NotFound("the file is not available") from None
     return ReadAheadResponse(
         closing(chunks), status_code=status, headers=base, media_type=media_type
+    )
+
+
+def redirect_to_object(
+    request: Request, storage: Storage, *, key: str, etag: str, filename: str
+) -> Response | None:
+    """A 307 to a presigned URL of ``key`` in the object store, or None when it has none.
+
+    The client then fetches the bytes, ranges included, from the store itself. A matching
+    ``If-None-Match`` is still answered here with 304. The redirect is never cached by
+    anyone: the URL it carries expires after :data:`REDIRECT_EXPIRES` seconds.
+    """
+    etag = quote_etag(etag)
+    if etag_matches(request.headers.get("if-none-match"), etag):
+        return not_modified(etag)
+    url = storage.presigned_url(key, expires=REDIRECT_EXPIRES, filename=filename)
+    if url is None:
+        return None
+    return Response(
+        status_code=307, headers={"Location": url, "ETag": etag, "Cache-Control": "no-store"}
     )
 
 

@@ -24,10 +24,18 @@ class Settings(BaseSettings):
     storage_access_key: str | None = None
     storage_secret_key: SecretStr | None = None
 
+    # Archive downloads: redirect clients to a short-lived presigned URL of the object store
+    # (S3 storage only, reachable by them: see ``public_endpoint`` in the storage URL) so the
+    # bytes skip this process, instead of streaming them through it.
+    download_redirect: bool = False
+
     site_url: str = "http://127.0.0.1:8000"
     # Public API rate limit per client address (requests per minute); 0 disables it.
     rate_limit_per_minute: int = Field(default=600, ge=0)
     device: str = "auto"
+    # pytorch-fid's FID Inception-v3 weights (pt_inception-2015-12-05-6726825d.pth), a local
+    # file: when set, dataset evaluation adds Inception-FID/KID. Never downloaded.
+    inception_weights: Path | None = None
 
     @property
     def storage_secret(self) -> str | None:

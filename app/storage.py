@@ -108,7 +108,9 @@ class Storage(Protocol):
 
     def list(self, prefix: str = "") -> builtins.list[str]: ...
 
-    def presigned_url(self, key: str, *, expires: int = 3600) -> str | None: ...
+    def presigned_url(
+        self, key: str, *, expires: int = 3600, filename: str | None = None
+    ) -> str | None: ...
 
 
 # --------------------------------------------------------------------------- key rules
@@ -373,9 +375,11 @@ class LocalStorage:
         keys.sort()
         return keys
 
-    def presigned_url(self, key: str, *, expires: int = 3600) -> str | None:
+    def presigned_url(
+        self, key: str, *, expires: int = 3600, filename: str | None = None
+    ) -> str | None:
         validate_key(key)
-        return None
+        return None  # a folder has no URL of its own: callers stream the object instead
 
 
 # --------------------------------------------------------------------------- S3 backend
@@ -410,6 +414,7 @@ class S3Storage:
         secret_key: str | None = None,
         region: str = "us-east-1",
         prefix: str = "",
+        public_endpoint_url: str | None = None,
     ) -> None:
         import boto3
         from botocore.config import Config
@@ -424,6 +429,7 @@ class S3Storage:
         self.bucket = bucket
         self.prefix = prefix
         self.endpoint_url = endpoint_url
+        self.public_endpoint_url = public_endpoint_url
         self.region = region
         config = Config(
             region_name=region,
@@ -445,14 +451,20 @@ class S3Storage:
         with _boto_session_lock:
             if _boto_session is None:
                 _boto_session = boto3.session.Session()
-            self._client: BaseClient = _boto_session.client(
-                "s3",
-                endpoint_url=endpoint_url,
-                aws_access_key_id=access_key,
-                aws_secret_access_key=secret_key,
-                region_name=region,
-                config=config,
-            )
+            clients = {
+                url: _boto_session.client(
+                    "s3",
+                    endpoint_url=url,
+                    aws_access_key_id=access_key,
+                    aws_secret_access_key=secret_key,
+                    region_name=region,
+                    config=config,
+                )
+                for url in {endpoint_url, public_endpoint_url or endpoint_url}
+            }
+        self._client: BaseClient = clients[endpoint_url]
+        # Presigned URLs are for clients outside, who may reach the store by another name.
+        self._presign_client: BaseClient = clients[public_endpoint_url or endpoint_url]
 
     def __repr__(self) -> str:
         return (
@@ -637,19 +649,31 @@ class S3Storage:
         full_prefix = self._full_prefix(prefix)
         return sorted(self._strip(k) for k in self._iter_full_keys(full_prefix))
 
-    def presigned_url(self, key: str, *, expires: int = 3600) -> str | None:
+    def presigned_url(
+        self, key: str, *, expires: int = 3600, filename: str | None = None
+    ) -> str | None:
+        """A GET URL for ``key`` that works without credentials for ``expires`` seconds.
+
+        It is signed for the public endpoint when one was given (the host is part of the
+        signature). ``filename`` makes the store answer with ``Content-Disposition:
+        attachment`` under that name.
+        """
         if not 1 <= expires <= MAX_PRESIGN_EXPIRES:
             raise ValueError(f"expires must be 1..{MAX_PRESIGN_EXPIRES} seconds, got {expires}")
-        return self._client.generate_presigned_url(
-            "get_object",
-            Params={"Bucket": self.bucket, "Key": self._full(key)},
-            ExpiresIn=expires,
+        params = {"Bucket": self.bucket, "Key": self._full(key)}
+        if filename is not None:
+            _check_text(filename, "file name")
+            if '"' in filename:
+                raise InvalidKey(f"file name must not contain quotes: {filename!r}")
+            params["ResponseContentDisposition"] = f'attachment; filename="{filename}"'
+        return self._presign_client.generate_presigned_url(
+            "get_object", Params=params, ExpiresIn=expires
         )
 
 
 # --------------------------------------------------------------------------- from a URL
 
-_S3_QUERY_KEYS = {"endpoint", "region", "prefix"}
+_S3_QUERY_KEYS = {"endpoint", "public_endpoint", "region", "prefix"}
 
 
 def storage_from_url(
@@ -659,7 +683,9 @@ def storage_from_url(
 
     ``file:///abs/path`` makes a :class:`LocalStorage` (creating the folder);
     ``s3://bucket[/prefix]?endpoint=...&region=...&prefix=...`` makes an :class:`S3Storage`
-    with the given credentials (or boto3's default chain when none are given).
+    with the given credentials (or boto3's default chain when none are given);
+    ``public_endpoint=...`` is the address clients outside reach the store by, which
+    presigned URLs are signed for (default: ``endpoint``).
     Anything else raises ``ValueError``.
     """
     if not isinstance(url, str) or not url:
@@ -712,18 +738,11 @@ def storage_from_url(
                 validate_prefix(prefix)
             except InvalidKey as exc:
                 raise ValueError(f"bad prefix in s3 storage URL {url!r}: {exc}") from None
-        endpoint = params.get("endpoint") or None
-        if endpoint is not None:
-            ep = urlsplit(endpoint)
-            if ep.scheme not in ("http", "https") or not ep.netloc or "@" in ep.netloc:
-                raise ValueError(
-                    "s3 storage URL endpoint must be http(s)://host[:port] without "
-                    f"credentials, got {endpoint if '@' not in endpoint else '<redacted>'!r}"
-                )
         region = params.get("region") or "us-east-1"
         return S3Storage(
             bucket,
-            endpoint_url=endpoint,
+            endpoint_url=_endpoint_param(params, "endpoint"),
+            public_endpoint_url=_endpoint_param(params, "public_endpoint"),
             access_key=access_key,
             secret_key=secret_key,
             region=region,
@@ -733,6 +752,18 @@ def storage_from_url(
         f"unsupported storage URL scheme {parts.scheme!r} in {url!r}; "
         "expected file:///abs/path or s3://bucket?endpoint=..."
     )
+
+
+def _endpoint_param(params: dict[str, str], name: str) -> str | None:
+    endpoint = params.get(name) or None
+    if endpoint is not None:
+        ep = urlsplit(endpoint)
+        if ep.scheme not in ("http", "https") or not ep.netloc or "@" in ep.netloc:
+            raise ValueError(
+                f"s3 storage URL {name} must be http(s)://host[:port] without "
+                f"credentials, got {endpoint if '@' not in endpoint else '<redacted>'!r}"
+            )
+    return endpoint
 
 
 def storage_from_settings(settings: Settings) -> Storage:

@@ -7,12 +7,15 @@ teardown; code under test that commits only releases a savepoint.
 from __future__ import annotations
 
 import os
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import uvicorn
 from alembic import command
 from alembic.config import Config
 from fastapi import FastAPI
@@ -116,6 +119,27 @@ def client(app: FastAPI, session: Session, s3_storage: Storage) -> Iterator[Test
     app.dependency_overrides[get_storage] = lambda: s3_storage
     with TestClient(app) as c:
         yield c
+    app.dependency_overrides.clear()
+
+
+@pytest.fixture
+def live_url(app: FastAPI, session: Session, s3_storage: Storage) -> Iterator[str]:
+    """The app served by a real uvicorn on a free loopback port, on the test's session."""
+    app.dependency_overrides[get_session] = lambda: session
+    app.dependency_overrides[get_storage] = lambda: s3_storage
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
     app.dependency_overrides.clear()
 
 

@@ -351,17 +351,36 @@ def get_sample_thumbnail(
     responses={
         200: {"content": {"application/zip": {}}, "description": "The whole archive"},
         206: {"content": {"application/zip": {}}, "description": "The requested byte range"},
+        307: {
+            "description": "Where the store serves the archive itself (when the server is set "
+            "up to redirect): a presigned URL, valid for an hour, with the same Range support"
+        },
         **NOT_MODIFIED,
         **E404,
         **E416,
         **E429,
     },
-    summary="Download the dataset archive (zip); supports Range, If-Range and ETags",
+    summary="Download the dataset archive (zip); supports Range, If-Range and ETags; "
+    "follow redirects",
 )
-def download(slug: Slug, request: Request, session: SessionDep, storage: StorageDep) -> Response:
+def download(
+    slug: Slug, request: Request, session: SessionDep, storage: StorageDep, settings: SettingsDep
+) -> Response:
     dataset = _published(session, slug)
     if dataset.archive_key is None or dataset.archive_size is None or not dataset.archive_sha256:
         raise NotFound("this dataset has no archive")
+    filename = archive_filename(dataset)
+    if settings.download_redirect and request.method == "GET":
+        # HEAD stays here: a presigned URL is signed for GET only.
+        redirect = downloads.redirect_to_object(
+            request,
+            storage,
+            key=dataset.archive_key,
+            etag=dataset.archive_sha256,
+            filename=filename,
+        )
+        if redirect is not None:
+            return redirect
     return downloads.stream_object(
         request,
         storage,
@@ -371,7 +390,7 @@ def download(slug: Slug, request: Request, session: SessionDep, storage: Storage
         media_type="application/zip",
         last_modified=dataset.published_at,
         headers={
-            "Content-Disposition": f'attachment; filename="{archive_filename(dataset)}"',
+            "Content-Disposition": f'attachment; filename="{filename}"',
             "Cache-Control": "public, max-age=3600",
         },
     )

@@ -30,6 +30,8 @@ METRIC_LABELS = {
     "kl_real_syn": "KL(real ‖ synthetic), intensities",
     "kl_syn_real": "KL(synthetic ‖ real), intensities",
     "kl_real_real": "KL(real ‖ real) baseline",
+    "inception_fid": "Inception-FID, synthetic vs real test",
+    "inception_kid": "Inception-KID, synthetic vs real test",
     "memorisation_min_distance": "Memorisation audit: closest training distance",
 }
 STAT_LABELS = {
@@ -196,7 +198,7 @@ def download_commands(dataset: Dataset, site_url: str) -> dict[str, str]:
     base = f"{site}/datasets/{dataset.slug}"
     shell = (
         f"# resumable: run it again after a dropped connection\n"
-        f"curl -C - -O -J {base}/download\n"
+        f"curl -L -C - -O -J {base}/download\n"
         f"unzip -q {dataset.slug}*.zip -d {dataset.slug}\n"
         f"cd {dataset.slug} && sha256sum -c SHA256SUMS"
     )

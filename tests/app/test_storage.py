@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 from botocore.exceptions import ClientError
@@ -618,10 +619,34 @@ class TestStorageFromUrl:
         assert st.get_bytes("k") == b"v"
         assert st.list() == ["k"]
 
+    def test_presigned_urls_use_the_public_endpoint(
+        self, s3_storage_url: tuple[str, str, str]
+    ) -> None:
+        url, access_key, secret_key = s3_storage_url
+        internal = storage_from_url(url, access_key=access_key, secret_key=secret_key)
+        assert isinstance(internal, S3Storage) and internal.endpoint_url is not None
+        # The same server under another name, as a client outside would reach it.
+        public = internal.endpoint_url.replace("127.0.0.1", "localhost")
+        st = storage_from_url(
+            f"{url}&{urlencode({'public_endpoint': public})}",
+            access_key=access_key,
+            secret_key=secret_key,
+        )
+        st.put_bytes("pub/named.bin", b"bytes")
+        signed = st.presigned_url("pub/named.bin", expires=60, filename="named-v1.zip")
+        assert signed is not None and signed.startswith(public + "/")
+        with urllib.request.urlopen(signed, timeout=10) as response:
+            assert response.read() == b"bytes"
+            disposition = response.headers["Content-Disposition"]
+            assert disposition == 'attachment; filename="named-v1.zip"'
+        with pytest.raises(InvalidKey):
+            st.presigned_url("pub/named.bin", filename='a"; evil="1')
+
     @pytest.mark.parametrize(
         "url",
         [
             "",
+            "s3://b?public_endpoint=localhost:8333",
             "http://example.com/x",
             "ftp://host/x",
             "/just/a/path",

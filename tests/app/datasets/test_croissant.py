@@ -4,22 +4,15 @@ the archive it downloads over HTTP from a live server (sha256 checked by mlcrois
 from __future__ import annotations
 
 import io
-import threading
-import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import uvicorn
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy.orm import Session
 
-from app.db import get_session
-from app.deps import get_storage
 from app.storage import Storage
 from app.tables import Dataset
 from tests.factories import make_published_dataset
@@ -38,27 +31,6 @@ def croissant_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(constants, "DOWNLOAD_PATH", root / "download")
     monkeypatch.setattr(extract, "EXTRACT_PATH", root / "extract")
     return tmp_path / "croissant"
-
-
-@pytest.fixture
-def live_url(app: FastAPI, session: Session, s3_storage: Storage) -> Iterator[str]:
-    """The app served by a real uvicorn on a free loopback port, on the test's session."""
-    app.dependency_overrides[get_session] = lambda: session
-    app.dependency_overrides[get_storage] = lambda: s3_storage
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
-    app.dependency_overrides.clear()
 
 
 @pytest.fixture

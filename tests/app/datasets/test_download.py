@@ -3,18 +3,24 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import shutil
+import subprocess
 import zipfile
 from pathlib import Path
 
+import httpx
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
+from app.db import get_session
+from app.deps import get_storage
 from app.downloads import ByteRange, etag_matches, parse_range
 from app.errors import RangeNotSatisfiable
-from app.storage import Storage
+from app.storage import LocalStorage, S3Storage, Storage
 from app.tables import Dataset
-from tests.factories import make_published_dataset
+from tests.factories import make_dataset, make_published_dataset
 
 
 @pytest.fixture
@@ -183,3 +189,92 @@ class TestArchiveContents:
         assert row["image"].size == (dataset.resolution, dataset.resolution)
         assert row["mask"].size == (dataset.resolution, dataset.resolution)
         assert row["image"].mode == "RGB" and row["mask"].mode == "L"
+
+
+class TestDownloadRedirect:
+    """``download_redirect``: the API answers with a presigned URL and the store (SeaweedFS,
+    checking signatures) serves the bytes, with the same name, length, ranges and content."""
+
+    @pytest.fixture(autouse=True)
+    def redirecting(self, app: FastAPI) -> None:
+        app.state.settings = app.state.settings.model_copy(update={"download_redirect": True})
+
+    def _location(self, client: TestClient, dataset: Dataset) -> str:
+        r = client.get(_url(dataset), follow_redirects=False)
+        assert r.status_code == 307, r.text
+        assert r.headers["cache-control"] == "no-store"
+        assert r.headers["etag"] == f'"{dataset.archive_sha256}"'
+        return r.headers["location"]
+
+    def test_store_serves_the_archive(
+        self, client: TestClient, dataset: Dataset, s3_storage: S3Storage
+    ) -> None:
+        location = self._location(client, dataset)
+        assert location.startswith(s3_storage.endpoint_url)
+        assert dataset.archive_key is not None and "X-Amz-Signature=" in location
+        r = httpx.get(location)
+        assert r.status_code == 200
+        assert int(r.headers["content-length"]) == dataset.archive_size
+        assert hashlib.sha256(r.content).hexdigest() == dataset.archive_sha256
+        assert (
+            r.headers["content-disposition"]
+            == f'attachment; filename="{dataset.slug}-v{dataset.version}.zip"'
+        )
+
+    def test_resume_through_the_store_is_byte_identical(
+        self, client: TestClient, dataset: Dataset
+    ) -> None:
+        location = self._location(client, dataset)
+        whole = httpx.get(location).content
+        cut = len(whole) // 3
+        rest = httpx.get(location, headers={"Range": f"bytes={cut}-"})
+        assert rest.status_code == 206
+        assert whole[:cut] + rest.content == whole
+
+    def test_curl_resumes_across_the_redirect(
+        self, live_url: str, dataset: Dataset, tmp_path: Path
+    ) -> None:
+        curl = shutil.which("curl")
+        if curl is None:
+            pytest.skip("curl is not installed")
+        url = f"{live_url}{_url(dataset)}"
+        whole = httpx.get(url, follow_redirects=True).content
+        part = tmp_path / "part.zip"
+        part.write_bytes(whole[:1000])
+        subprocess.run([curl, "-sSf", "-L", "-C", "-", "-o", str(part), url], check=True)
+        assert part.read_bytes() == whole
+        assert hashlib.sha256(whole).hexdigest() == dataset.archive_sha256
+
+    def test_conditional_and_head_are_answered_here(
+        self, client: TestClient, dataset: Dataset
+    ) -> None:
+        etag = f'"{dataset.archive_sha256}"'
+        r = client.get(_url(dataset), headers={"If-None-Match": etag}, follow_redirects=False)
+        assert r.status_code == 304
+        r = client.head(_url(dataset), follow_redirects=False)
+        assert r.status_code == 200
+        assert int(r.headers["content-length"]) == dataset.archive_size
+
+    def test_a_draft_is_never_signed(
+        self, client: TestClient, session: Session, s3_storage: S3Storage
+    ) -> None:
+        draft = make_dataset(session)
+        # Even a draft that already has an archive in the store is not signed for anyone.
+        s3_storage.put_bytes("private/drafts/archive.zip", b"PK draft bytes")
+        draft.archive_key, draft.archive_size = "private/drafts/archive.zip", 14
+        draft.archive_sha256 = hashlib.sha256(b"PK draft bytes").hexdigest()
+        session.flush()
+        r = client.get(f"/datasets/{draft.slug}/download", follow_redirects=False)
+        assert r.status_code == 404
+        assert "location" not in r.headers
+
+    def test_local_storage_streams_instead(
+        self, app: FastAPI, session: Session, local_storage: LocalStorage
+    ) -> None:
+        published = make_published_dataset(session, local_storage, count=2)
+        app.dependency_overrides[get_session] = lambda: session
+        app.dependency_overrides[get_storage] = lambda: local_storage
+        with TestClient(app) as c:
+            r = c.get(_url(published), follow_redirects=False)
+        assert r.status_code == 200
+        assert hashlib.sha256(r.content).hexdigest() == published.archive_sha256
