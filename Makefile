@@ -33,6 +33,7 @@ lint: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test services
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/encoders.py
 	$(BIN)/python bench/api.py
 
 clean:
