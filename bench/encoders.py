@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from models.data import FundusPair, load_pairs  # noqa: E402
-from models.imageio import PngBackend, encode_many, encode_png, png_backend  # noqa: E402
+from models.imageio import PngBackend, encode_many, encode_png  # noqa: E402
 from models.phantom import make_phantom  # noqa: E402
 
 DRIVE_TRAINING = Path(__file__).resolve().parents[2] / "shared/data/DRIVE/training"
@@ -46,9 +46,7 @@ def load_sample(folder: Path, size: int) -> tuple[str, FundusPair]:
     return "phantom seed 0", make_phantom(0, size=size)
 
 
-def encoder(backend: PngBackend, level: int) -> Encoder | None:
-    if backend == "opencv" and png_backend() != "opencv":
-        return None
+def encoder(backend: PngBackend, level: int) -> Encoder:
     return functools.partial(encode_png, level=level, backend=backend)
 
 
@@ -92,10 +90,9 @@ def main(argv: list[str] | None = None) -> None:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     sys.stdout.write(
-        f"sample {source} at {args.size} px; {cpus} CPUs, load {load}; encode_png uses "
-        f"{png_backend()}; median of {args.repeat}\n"
+        f"sample {source} at {args.size} px; {cpus} CPUs, load {load}; median of {args.repeat}\n"
     )
-    encoders: list[tuple[str, Encoder | None]] = [
+    encoders: list[tuple[str, Encoder]] = [
         ("PIL level 6 (default)", encoder("pil", 6)),
         ("PIL level 1", encoder("pil", 1)),
         ("OpenCV level 1", encoder("opencv", 1)),
@@ -106,9 +103,6 @@ def main(argv: list[str] | None = None) -> None:
         f" {'same pixels':>12}\n"
     )
     for name, encode in encoders:
-        if encode is None:
-            sys.stdout.write(f"{name:<22} not installed (pip install opencv-python-headless)\n")
-            continue
         ms = {what: ms_per_file(encode, a, args.repeat) for what, a in _files(pair)}
         out = {what: encode(a) for what, a in _files(pair)}
         same = all(
@@ -123,14 +117,12 @@ def main(argv: list[str] | None = None) -> None:
 
     sys.stdout.write(f"\nencode_many, {args.count} samples (image + mask), samples/s\n")
     sys.stdout.write(f"{'encoder':<22} {'1 thread':>9} {'2 threads':>10} {'2/1':>6}\n")
-    rows: list[tuple[str, Encoder | None]] = [
-        (f"encode_png ({png_backend()})", encode_png),
+    rows: list[tuple[str, Encoder]] = [
+        ("encode_png (OpenCV)", encode_png),
         *[(n, e) for n, e in encoders if n.endswith("level 1")],
         ("sha256 x10 (reference)", _hash),
     ]
     for name, encode in rows:
-        if encode is None:
-            continue
         encode(pair.image)  # warm-up
         one = samples_per_s(encode, pair, args.count, 1)
         two = samples_per_s(encode, pair, args.count, 2)

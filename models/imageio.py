@@ -4,10 +4,10 @@ Masks (2-D arrays in {0, 1}) are written as 8-bit greyscale 0/255 so that any vi
 them; images are RGB. PNG level 1 is the default: at these sizes it is several times faster
 than level 6 for files a few percent larger.
 
-PNGs are written with OpenCV when it is installed (``opencv-python-headless``, in the ``test``
-extra), else with PIL. Both give the same pixels, modes and bit depth when decoded; OpenCV's
-level 1 took about 18 ms for a 512 px fundus image against PIL's 25 ms (``bench/encoders.py``).
-The bytes differ between the two, so a file's SHA-256 depends on which one wrote it.
+PNGs are written with OpenCV: its level 1 took about 18 ms for a 512 px fundus image against
+PIL's 25 ms (``bench/encoders.py``). PIL stays available for comparison; both give the same
+pixels, modes and bit depth when decoded, but not the same bytes, which is why OpenCV is a
+dependency of every install rather than used where present.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 ThumbFormat = Literal["webp", "jpeg"]
-PngBackend = Literal["auto", "opencv", "pil"]
+PngBackend = Literal["opencv", "pil"]
 
 
 def to_pixels(array: np.ndarray) -> np.ndarray:
@@ -47,43 +47,34 @@ def to_pil(array: np.ndarray) -> Image.Image:
 
 
 @functools.cache
-def _cv2() -> ModuleType | None:
-    """OpenCV if installed; imported on first use, as it takes a while to import."""
-    try:
-        import cv2
-    except ImportError:
-        return None
+def _cv2() -> ModuleType:
+    """OpenCV, imported on first use: importing it takes a while."""
+    import cv2
+
     return cv2
 
 
-def png_backend() -> Literal["opencv", "pil"]:
-    """What ``encode_png`` uses by default."""
-    return "opencv" if _cv2() is not None else "pil"
-
-
-def encode_png(array: np.ndarray, *, level: int = 1, backend: PngBackend = "auto") -> bytes:
+def encode_png(array: np.ndarray, *, level: int = 1, backend: PngBackend = "opencv") -> bytes:
     """PNG bytes of an RGB image or a greyscale mask (see ``to_pixels``), zlib ``level`` 0..9.
 
-    ``backend="auto"`` uses OpenCV when installed, else PIL; naming one is for comparisons.
+    ``backend="pil"`` is for comparisons.
     """
     if not 0 <= level <= 9:
         raise ValueError(f"PNG compress level must be 0..9, got {level}")
-    if backend not in ("auto", "opencv", "pil"):
-        raise ValueError(f"unknown PNG backend {backend!r}; expected 'auto', 'opencv' or 'pil'")
+    if backend not in ("opencv", "pil"):
+        raise ValueError(f"unknown PNG backend {backend!r}; expected 'opencv' or 'pil'")
     pixels = to_pixels(array)
-    cv2 = _cv2() if backend != "pil" else None
-    if backend == "opencv" and cv2 is None:
-        raise RuntimeError("backend='opencv' needs opencv-python-headless installed")
-    if cv2 is not None:
-        if pixels.ndim == 3:
-            pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)  # OpenCV writes BGR as RGB
-        ok, buf = cv2.imencode(".png", pixels, [cv2.IMWRITE_PNG_COMPRESSION, level])
-        if not ok:
-            raise RuntimeError(f"OpenCV could not encode a {pixels.shape} array as PNG")
-        return buf.tobytes()
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG", compress_level=level)
-    return buf.getvalue()
+    if backend == "pil":
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, format="PNG", compress_level=level)
+        return buf.getvalue()
+    cv2 = _cv2()
+    if pixels.ndim == 3:
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)  # OpenCV writes BGR as RGB
+    ok, buf = cv2.imencode(".png", pixels, [cv2.IMWRITE_PNG_COMPRESSION, level])
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode a {pixels.shape} array as PNG")
+    return buf.tobytes()
 
 
 def encode_thumbnail(

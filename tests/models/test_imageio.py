@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models import imageio
-from models.imageio import encode_many, encode_png, png_backend
+from models.imageio import encode_many, encode_png
 from models.phantom import make_phantom
 
 
@@ -32,12 +31,6 @@ def masks() -> list[np.ndarray]:
     return [stripes, vessels, vessels * np.uint8(255), np.zeros((5, 7), np.uint8)]
 
 
-@pytest.fixture
-def opencv() -> None:
-    pytest.importorskip("cv2", reason="opencv-python-headless is not installed")
-
-
-@pytest.mark.usefixtures("opencv")
 class TestOpenCVMatchesPIL:
     @pytest.mark.parametrize("index", range(4))
     @pytest.mark.parametrize("level", [0, 1, 9])
@@ -60,19 +53,8 @@ class TestOpenCVMatchesPIL:
 
     def test_default_is_opencv(self) -> None:
         img = rgb_images()[1]
-        assert png_backend() == "opencv"
         assert encode_png(img) == encode_png(img, backend="opencv")
         assert list(encode_many([img, img], workers=2)) == [encode_png(img)] * 2
-
-
-def test_falls_back_to_pil_without_opencv(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(imageio, "_cv2", lambda: None)
-    img, mask = rgb_images()[1], masks()[1]
-    assert png_backend() == "pil"
-    assert encode_png(img) == encode_png(img, backend="pil")
-    assert decoded(encode_png(mask))[0] == "L"
-    with pytest.raises(RuntimeError, match="opencv"):
-        encode_png(img, backend="opencv")
 
 
 def test_bad_backend_and_level() -> None:
