@@ -14,7 +14,9 @@ same app and processes, so both share every server setting. The rate limit is di
   thumbnail, each beside the bare route (ratios), at 32 concurrent connections (wrk if
   installed, else an asyncio httpx client);
 - download throughput of a large archive through the API vs a direct boto3 read of the same
-  object, and the server's peak RSS growth while serving it.
+  object, both ways the API can serve it: streamed through the web process (the default) and
+  by redirect to a presigned URL (``SYNTHMED_DOWNLOAD_REDIRECT``, a second ``synthmed serve``
+  on the next port but one), with the streaming server's peak RSS growth while serving it.
 """
 
 from __future__ import annotations
@@ -188,7 +190,7 @@ def rss_kb(pid: int) -> int:
 
 
 def download_api(url: str, pid: int, client: str = "urllib3") -> tuple[float, int, int]:
-    """(MB/s, bytes, peak RSS growth in kB) for one streamed download.
+    """(MB/s, bytes, peak RSS growth in kB of ``pid``) for one download, redirects followed.
 
     ``urllib3`` (the default) reads 1 MiB at a time like :func:`download_boto3`, which uses
     urllib3 underneath: the same client stack on both sides, so the ratio measures the server.
@@ -284,13 +286,17 @@ def main() -> None:
             from workers.cli import server_options
 
             options = server_options()
-            cmd = [
-                sys.executable, "-m", "workers.cli", "serve", "--factory", "bench.api:bench_app",
-                "--host", "127.0.0.1", "--port", str(args.port), "--log-level", "warning",
-                "--workers", str(args.workers),
-            ]  # fmt: skip
-            server = subprocess.Popen(cmd, cwd=ROOT, env=env)
-            servers.append(server)
+
+            def serve(port: int, **extra_env: str) -> subprocess.Popen[bytes]:
+                cmd = [
+                    sys.executable, "-m", "workers.cli", "serve", "--factory",
+                    "bench.api:bench_app", "--host", "127.0.0.1", "--port", str(port),
+                    "--log-level", "warning", "--workers", str(args.workers),
+                ]  # fmt: skip
+                servers.append(subprocess.Popen(cmd, cwd=ROOT, env={**env, **extra_env}))
+                return servers[-1]
+
+            server = serve(args.port)
             # The issue's baseline: plain uvicorn serving a raw ASGI app, same settings.
             raw_cmd = [
                 sys.executable, "-m", "uvicorn", "bench.api:raw_asgi", "--lifespan", "off",
@@ -299,9 +305,12 @@ def main() -> None:
                 "--workers", str(args.workers),
             ]  # fmt: skip
             servers.append(subprocess.Popen(raw_cmd, cwd=ROOT, env=env))
+            # The same API answering downloads with a redirect to the store.
+            serve(args.port + 2, SYNTHMED_DOWNLOAD_REDIRECT="true")
             base = f"http://127.0.0.1:{args.port}"
             raw = f"http://127.0.0.1:{args.port + 1}/"
-            for url in (f"{base}/bench/bare", raw):
+            redirecting = f"http://127.0.0.1:{args.port + 2}"
+            for url in (f"{base}/bench/bare", raw, f"{redirecting}/bench/bare"):
                 for _ in range(300):
                     try:
                         if httpx.get(url).status_code == 200:
@@ -347,17 +356,20 @@ def main() -> None:
                 key = session.query(Dataset).filter_by(slug=big_slug).one().archive_key
             engine.dispose()
             url = f"{base}/datasets/{big_slug}/download"
+            redirect_url = f"{redirecting}/datasets/{big_slug}/download"
             boto_mbs, n1 = download_boto3(storage, key)
             api_mbs, n2, rss_growth = download_api(url, server.pid)
+            redirect_mbs, n4, _ = download_api(redirect_url, server.pid)
             boto_mbs2, _ = download_boto3(storage, key)
             httpx_mbs, n3, rss_growth2 = download_api(url, server.pid, client="httpx")
             boto = max(boto_mbs, boto_mbs2)
-            assert n1 == n2 == n3 == size, (n1, n2, n3, size)
-            print(f"download {size / 1e6:.0f} MB: API {api_mbs:.0f} MB/s (urllib3 client), "
-                  f"direct boto3 {boto:.0f} MB/s, ratio {api_mbs / boto:.2f}; API with an httpx "
-                  f"client {httpx_mbs:.0f} MB/s ({httpx_mbs / boto:.2f}); server peak RSS growth "
-                  f"{max(rss_growth, rss_growth2) / 1024:.1f} MB "
-                  f"(all {args.workers} worker processes)")  # fmt: skip
+            assert n1 == n2 == n3 == n4 == size, (n1, n2, n3, n4, size)
+            print(f"download {size / 1e6:.0f} MB, direct boto3 {boto:.0f} MB/s; through the API: "
+                  f"redirected {redirect_mbs:.0f} MB/s, ratio {redirect_mbs / boto:.2f}; "
+                  f"streamed {api_mbs:.0f} MB/s, ratio {api_mbs / boto:.2f} (urllib3 client), "
+                  f"{httpx_mbs:.0f} MB/s ({httpx_mbs / boto:.2f}) with an httpx client; "
+                  f"streaming server's peak RSS growth {max(rss_growth, rss_growth2) / 1024:.1f} "
+                  f"MB (all {args.workers} worker processes)")  # fmt: skip
             for server in servers:
                 server.terminate()
                 server.wait(timeout=10)
