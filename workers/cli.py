@@ -243,12 +243,22 @@ def evaluate(
     width: Annotated[int, typer.Option(help="Segmenter U-Net base channels.")] = 32,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
     output: Annotated[Path | None, typer.Option(help="Also write the metrics as JSON.")] = None,
+    inception_weights: Annotated[
+        Path | None,
+        typer.Option(
+            help="pytorch-fid's FID Inception-v3 weights (pt_inception-2015-12-05-6726825d.pth)"
+            " to add Inception-FID/KID; default: SYNTHMED_INCEPTION_WEIGHTS, else skipped."
+        ),
+    ] = None,
 ) -> None:
     """Measure a pipeline: TSTR segmentation (real / synthetic / both), KL, features, audit.
 
     The figures are stored as metrics of the pipeline and printed as a table.
     """
     settings = get_settings()
+    weights = inception_weights or settings.inception_weights
+    if weights is not None and not weights.is_file():
+        fail(f"Inception weights file {weights} does not exist")
     sessions = _sessions(settings)
     from workers.local import evaluate_pipeline
 
@@ -267,6 +277,7 @@ def evaluate(
             device=device,
             crop=crop,
             width=width,
+            inception_weights=weights,
         )
     except ValueError as exc:
         fail(str(exc))

@@ -76,8 +76,11 @@ def evaluate_pipeline(
     device: str,
     crop: int = 128,
     width: int = 32,
+    inception_weights: Path | None = None,
 ) -> list[EvaluationMetric]:
-    """TSTR and the rest on `count` fresh samples; stored as the pipeline's metrics."""
+    """TSTR and the rest on `count` fresh samples; stored as the pipeline's metrics.
+
+    `inception_weights` (pytorch-fid's FID Inception-v3 file) adds Inception-FID/KID."""
     trained, source = _load(settings, sessions, pipeline_id, device)
     target = resolve_device(device)
     resolution = trained.config.resolution
@@ -106,6 +109,7 @@ def evaluate_pipeline(
             second_observer=observer,
             crop=crop,
             base=width,
+            inception_weights=inception_weights,
         )
     finally:
         bar.close()

@@ -209,6 +209,7 @@ def evaluate_dataset(
         device=device,
         on_progress=progress,
         second_observer=observer,
+        inception_weights=ctx.settings.inception_weights,
     )
     rows = metric_rows(measured)
     audit_passed = any(r.name == AUDIT_PASSED and r.value == 1.0 for r in rows)

@@ -1,9 +1,14 @@
-"""Feature distances between real and synthetic images: seg-FID and seg-KID.
+"""Feature distances between real and synthetic images: seg-FID/KID and Inception-FID/KID.
 
-The feature extractor is a network the project owns: the encoder of the U-Net segmenter
-trained on real pairs (the TSTR real arm), its bottleneck global-average-pooled. The
-numbers are therefore named "seg-FID"/"seg-KID": they are comparable between datasets
-evaluated with the same encoder, not with published Inception FIDs.
+seg-FID/seg-KID: the feature extractor is a network the project owns, the encoder of the
+U-Net segmenter trained on real pairs (the TSTR real arm), its bottleneck global-average-
+pooled. They are comparable between datasets evaluated with the same encoder, not with
+published Inception FIDs.
+
+Inception-FID/Inception-KID: the pool3 features of TF's FID Inception-v3
+(models/evaluate/inception.py), computed only when its weights file is provided locally
+(it is never downloaded). With pytorch-fid's reference file they are comparable with
+published FIDs, up to resizing and numeric backend differences.
 
 FID: ||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a^1/2 S_b S_a^1/2)^1/2), in float64 torch;
 both square roots come from symmetric eigendecompositions (negative eigenvalues from
@@ -22,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.evaluate.inception import FIDInceptionV3, inception_features, load_fid_inception
 from models.evaluate.segmenter import UNet, encoder_features
 
 
@@ -130,15 +136,59 @@ def seg_feature_report(
     return report
 
 
-def inception_fid(
-    real: Sequence[np.ndarray], synthetic: Sequence[np.ndarray], *, weights_path: str | Path
-) -> float:
-    """Inception-v3 FID from a local weights file: not implemented yet.
+def inception_feature_report(
+    network: FIDInceptionV3,
+    real: Sequence[np.ndarray],
+    synthetic: Sequence[np.ndarray],
+    *,
+    baseline: Sequence[np.ndarray] | None = None,
+    device: str | torch.device = "cpu",
+    batch_size: int = 32,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Inception-FID and Inception-KID of `synthetic` against `real` ((H, W, 3) uint8 each),
+    in the pool3 space of `network` (see models.evaluate.inception.load_fid_inception).
 
-    It needs an Inception-v3 definition matching the reference TF weights (as in
-    pytorch-fid), which this package does not carry; use seg-FID meanwhile.
+    With pytorch-fid's reference weights these are the usual FID/KID (up to resizing and
+    backend differences); `baseline` is scored against `real` as in `seg_feature_report`.
     """
-    raise NotImplementedError(
-        "Inception-FID is not implemented: models/ has no Inception-v3 network to load "
-        f"{weights_path!s} into; use seg_feature_report (seg-FID/seg-KID) instead"
-    )
+
+    def features(images: Sequence[np.ndarray]) -> np.ndarray:
+        return inception_features(network, images, device=device, batch_size=batch_size)
+
+    f_real, f_syn = features(real), features(synthetic)
+    kid, kid_std = kernel_inception_distance(f_real, f_syn, seed=seed)
+    report: dict[str, Any] = {
+        "inception_fid": frechet_distance(f_real, f_syn),
+        "inception_kid": kid,
+        "inception_kid_std": kid_std,
+        "feature_dim": int(f_real.shape[1]),
+        "n_real": len(real),
+        "n_synthetic": len(synthetic),
+        "network": "FID Inception-v3 (TF 2015-12-05 graph), pool3",
+        "baseline_fid": None,
+        "baseline_kid": None,
+    }
+    if baseline is not None and len(baseline) >= 2:
+        f_base = features(baseline)
+        report["baseline_fid"] = frechet_distance(f_real, f_base)
+        report["baseline_kid"] = kernel_inception_distance(f_real, f_base, seed=seed)[0]
+        report["n_baseline"] = len(baseline)
+    return report
+
+
+def inception_fid(
+    real: Sequence[np.ndarray],
+    synthetic: Sequence[np.ndarray],
+    *,
+    weights_path: str | Path,
+    device: str | torch.device = "cpu",
+    batch_size: int = 32,
+) -> float:
+    """Inception-FID of two image sets with the FID Inception-v3 weights in `weights_path`
+    (pytorch-fid's pt_inception-2015-12-05-6726825d.pth); InceptionWeightsError names the
+    file when it cannot be used."""
+    network = load_fid_inception(weights_path, device=device)
+    f_real = inception_features(network, real, device=device, batch_size=batch_size)
+    f_syn = inception_features(network, synthetic, device=device, batch_size=batch_size)
+    return frechet_distance(f_real, f_syn)

@@ -15,6 +15,9 @@ Used by the evaluation Celery task and the CLI; both store each `Metric` as a `m
   and ``tstr_<score>_second_observer`` when a second observer is given.
 - ``seg_fid``, ``seg_kid``: synthetic vs real test images in the real-trained segmenter's
   feature space (baseline: real training vs real test, in details).
+- ``inception_fid``, ``inception_kid``: the same comparison in the pool3 space of TF's FID
+  Inception-v3, only when a weights file is given (``inception_weights``); details name the
+  file and its SHA-256.
 """
 
 from __future__ import annotations
@@ -22,12 +25,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from models.evaluate.features import seg_feature_report
+from models.evaluate.features import inception_feature_report, seg_feature_report
+from models.evaluate.inception import FIDInceptionV3, load_fid_inception, weights_sha256
 from models.evaluate.kl import kl_report
 from models.evaluate.memorisation import MemorisationRule, audit
 from models.evaluate.segmenter import PairLike
@@ -132,15 +137,20 @@ def evaluate_dataset(
     crop: int = 128,
     levels: int = 4,
     base: int = 32,
+    inception_weights: str | Path | None = None,
 ) -> list[Metric]:
     """Evaluate `synthetic` against the real splits; see the module docstring for names.
 
     `real_train` is what the generator learned from; `real_test` was seen by nothing
     (it is only scored on and used as the memorisation reference). `on_progress(fraction,
-    message)` reports progress in [0, 1].
+    message)` reports progress in [0, 1]. `inception_weights`: pytorch-fid's FID
+    Inception-v3 state dict; without it the Inception metrics are skipped, and a file that
+    cannot be used raises InceptionWeightsError (a ValueError) before anything is measured.
     """
     if not synthetic:
         raise ValueError("no synthetic pairs to evaluate")
+    weights = None if inception_weights is None else Path(inception_weights)
+    inception = None if weights is None else load_fid_inception(weights, device=device)
 
     def report(fraction: float, message: str) -> None:
         if on_progress is not None:
@@ -203,6 +213,11 @@ def evaluate_dataset(
             levels=levels,
             base=base,
         )
+    if inception is not None and weights is not None:
+        report(0.97 if tstr_steps > 0 else 0.1, "Inception-FID / Inception-KID")
+        metrics += _inception_metrics(
+            inception, weights, real_train, real_test, synthetic, device=device
+        )
     attach_plots(metrics)
     report(1.0, "evaluation done")
     return metrics
@@ -260,6 +275,36 @@ def _tstr_and_features(
         metrics.append(Metric("seg_fid", feats["seg_fid"], details))
         metrics.append(Metric("seg_kid", feats["seg_kid"], details))
     return metrics
+
+
+def _inception_metrics(
+    network: FIDInceptionV3,
+    weights: Path,
+    real_train: Sequence[PairLike],
+    real_test: Sequence[PairLike],
+    synthetic: Sequence[PairLike],
+    *,
+    device: str | torch.device,
+) -> list[Metric]:
+    """Inception-FID/KID of synthetic vs real test images (baseline: real training)."""
+    if len(real_test) < 2 or len(synthetic) < 2:
+        return []
+    feats = inception_feature_report(
+        network,
+        [p.image for p in real_test],
+        [p.image for p in synthetic],
+        baseline=[p.image for p in real_train],
+        device=device,
+    )
+    details = {k: v for k, v in feats.items() if k not in ("inception_fid", "inception_kid")}
+    details["real"] = "real test split"
+    details["baseline"] = "real training split vs real test split"
+    details["weights"] = weights.name
+    details["weights_sha256"] = weights_sha256(weights)
+    return [
+        Metric("inception_fid", feats["inception_fid"], details),
+        Metric("inception_kid", feats["inception_kid"], details),
+    ]
 
 
 def _quartiles(values: Sequence[float]) -> dict[str, float] | None:

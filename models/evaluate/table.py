@@ -20,6 +20,8 @@ EXTRA_ROWS: tuple[tuple[str, str], ...] = (
     ("KL divergence, synthetic vs real", "kl_syn_real"),
     ("seg-FID, synthetic vs real test", "seg_fid"),
     ("seg-KID, synthetic vs real test", "seg_kid"),
+    ("Inception-FID, synthetic vs real test", "inception_fid"),
+    ("Inception-KID, synthetic vs real test", "inception_kid"),
     ("memorisation audit passed (1 = yes)", "memorisation_passed"),
 )
 

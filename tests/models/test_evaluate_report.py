@@ -4,7 +4,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from models.evaluate.inception import FIDInceptionV3, InceptionWeightsError
 from models.evaluate.report import Metric, evaluate_dataset
 from models.phantom import phantom_pairs
 
@@ -110,7 +112,7 @@ def test_without_tstr_gives_audit_kl_vessels_and_plots() -> None:
     metrics = evaluate_dataset(train, test, synthetic, tstr_steps=0, device="cpu")
     names = {m.name for m in metrics}
     assert {"memorisation_passed", "kl_real_syn", "kl_real_real", "vessel_width"} <= names
-    assert not any(n.startswith("tstr_") or n.startswith("seg_") for n in names)
+    assert not any(n.startswith(("tstr_", "seg_", "inception_")) for n in names)
     by_name = {m.name: m for m in metrics}
     assert by_name["memorisation_passed"].value == 1.0
     assert [p["kind"] for p in by_name["kl_real_syn"].details["plots"]] == ["histogram"] * 3
@@ -137,3 +139,32 @@ def test_with_tstr_adds_the_f1_bars() -> None:
     assert plot["kind"] == "bars"
     assert len(plot["values"]) == 3
     assert "seg_fid" in by_name
+
+
+def test_inception_metrics_only_with_a_weights_file(tmp_path: Path) -> None:
+    train = phantom_pairs(3, size=64, seed=0)
+    test = phantom_pairs(2, size=64, seed=1)
+    synthetic = phantom_pairs(2, size=64, seed=2)
+    weights = tmp_path / "pt_inception.pth"
+    torch.manual_seed(0)
+    torch.save(FIDInceptionV3().state_dict(), weights)
+    metrics = evaluate_dataset(train, test, synthetic, tstr_steps=0, inception_weights=weights)
+    by_name = {m.name: m for m in metrics}
+    fid, kid = by_name["inception_fid"], by_name["inception_kid"]
+    assert fid.value is not None and fid.value >= 0 and kid.value is not None
+    assert fid.details["weights"] == "pt_inception.pth"
+    assert len(fid.details["weights_sha256"]) == 64
+    assert fid.details["baseline_fid"] is not None and fid.details["feature_dim"] == 2048
+    json.dumps([m.to_dict() for m in metrics])
+    # A missing file stops the evaluation before anything is measured.
+    progress: list[str] = []
+    with pytest.raises(InceptionWeightsError, match="missing.pth"):
+        evaluate_dataset(
+            train,
+            test,
+            synthetic,
+            tstr_steps=0,
+            inception_weights=tmp_path / "missing.pth",
+            on_progress=lambda _f, message: progress.append(message),
+        )
+    assert progress == []

@@ -33,6 +33,10 @@ def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
         (["train", "--data", "/nonexistent", "--steps", "1"], "/nonexistent: no such folder"),
         (["train", "--resolution", "100", "--steps", "1"], "power of two"),
         (["train", "--config", "fancy", "--steps", "1"], "unknown config 'fancy'"),
+        (
+            ["evaluate", "--inception-weights", "/nonexistent.pth"],
+            "Inception weights file /nonexistent.pth does not exist",
+        ),
     ],
 )
 def test_bad_input_is_a_clear_error(runner: CliRunner, args: list[str], message: str) -> None:
