@@ -57,6 +57,25 @@ def init_weights(
     return net
 
 
+def spectral_normalised(net: nn.Module, *, generator: torch.Generator | None = None) -> nn.Module:
+    """``net`` with spectral normalisation on every conv and linear layer (Miyato et al.).
+
+    Each layer's weight is divided by its largest singular value, estimated by one power
+    iteration per training forward, so the network is 1-Lipschitz layer by layer. The power
+    iteration's start vectors are drawn from ``generator`` (through the global RNG, which
+    ``spectral_norm`` uses, forked so that nothing else sees the draw).
+    """
+    seed = int(torch.randint(2**62, (1,), generator=generator)) if generator else None
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        for module in list(net.modules()):
+            for name, child in list(module.named_children()):
+                if isinstance(child, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
+                    setattr(module, name, nn.utils.parametrizations.spectral_norm(child))
+    return net
+
+
 def build_generator(
     name: str,
     *,
@@ -112,9 +131,13 @@ def build_discriminator(
     norm: Norm = "batch",
     n_layers: int = 3,
     kernel: int = 4,
+    spectral_norm: bool = False,
     generator: torch.Generator | None = None,
 ) -> nn.Module:
-    """``dcgan``: one logit per image; ``patch``: a map of logits, one per receptive field."""
+    """``dcgan``: one logit per image; ``patch``: a map of logits, one per receptive field.
+
+    ``spectral_norm`` normalises every layer's weight (see :func:`spectral_normalised`).
+    """
     if name == "dcgan":
         net: nn.Module = DCGANDiscriminator(
             in_ch,
@@ -137,7 +160,8 @@ def build_discriminator(
         raise ValueError(
             f"unknown discriminator {name!r}; expected one of {list(DISCRIMINATOR_NAMES)}"
         )
-    return init_weights(net, generator=generator)
+    net = init_weights(net, generator=generator)
+    return spectral_normalised(net, generator=generator) if spectral_norm else net
 
 
 def _pad(kernel: int) -> tuple[int, int]:

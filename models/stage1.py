@@ -1,7 +1,9 @@
 """Stage I: a DCGAN that maps noise to vessel geometry, a 2-channel (vessel mask, FOV) image.
 
 Both channels are in [-1, 1] while training (real masks are mapped 0 -> -1, 1 -> 1) and are
-thresholded at 0 when sampling. Generating the FOV too lets Stage II and the sample writer
+thresholded at 0 when sampling. The default recipe blurs the real vessel channel first
+(``soft_sigma``): the generator learns smooth ridges, which thresholding turns back into
+thin connected vessels. Generating the FOV too lets Stage II and the sample writer
 blacken everything outside the disc, as in real fundus photographs.
 """
 
@@ -60,8 +62,9 @@ def build_stage1_discriminator(
         resolution=resolution,
         width=cfg.width,
         max_width=cfg.max_width,
-        norm=cfg.norm,
+        norm="none" if cfg.d_spectral_norm else cfg.norm,
         kernel=cfg.kernel,
+        spectral_norm=cfg.d_spectral_norm,
         generator=generator,
     )
 
@@ -69,6 +72,28 @@ def build_stage1_discriminator(
 def real_geometry(mask: Tensor, fov: Tensor) -> Tensor:
     """Real (mask, FOV) in {0, 1} -> the generator's 2-channel [-1, 1] target."""
     return torch.cat([mask, fov], dim=1) * 2 - 1
+
+
+def gaussian_kernel(sigma: float) -> Tensor:
+    """A normalised 1-D Gaussian over +-3 sigma."""
+    radius = max(1, math.ceil(3 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    weights = torch.exp(-(x**2) / (2 * sigma**2))
+    return weights / weights.sum()
+
+
+def soften_vessels(geometry: Tensor, kernel: Tensor, gain: float) -> Tensor:
+    """Blur the vessel channel of a [-1, 1] (mask, FOV) batch, scale by ``gain``, clip.
+
+    The FOV is left binary: its edge is one smooth curve already.
+    """
+    k = kernel.to(geometry.device, geometry.dtype)
+    r = k.numel() // 2
+    vessels = (geometry[:, :1] + 1) / 2
+    vessels = F.conv2d(F.pad(vessels, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+    vessels = F.conv2d(F.pad(vessels, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
+    vessels = (vessels * gain).clamp(0, 1)
+    return torch.cat([vessels * 2 - 1, geometry[:, 1:]], dim=1)
 
 
 class DCGAN(AdversarialPair):
@@ -97,6 +122,7 @@ class DCGAN(AdversarialPair):
             betas=(cfg.beta1, cfg.beta2),
         )
         self.steps_done = 0
+        self.soft_kernel = gaussian_kernel(cfg.soft_sigma) if cfg.soft_sigma > 0 else None
 
     def _augment(self, x: Tensor, rng: torch.Generator) -> Tensor:
         if self.cfg.diffaug:
@@ -135,6 +161,8 @@ class DCGAN(AdversarialPair):
         n = real.shape[0]
         if cfg.rotate_real:
             real = self.runtime.tensor(self._rotate(real, rng))
+        if self.soft_kernel is not None:
+            real = self.runtime.tensor(soften_vessels(real, self.soft_kernel, cfg.soft_gain))
         fake = self._fake(n, rng)
         self.discriminator.requires_grad_(True)
         self.steps_done += 1

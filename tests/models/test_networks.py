@@ -1,12 +1,25 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
 
-from models.config import CONFIG_NAMES, PipelineConfig, Stage2Config, named_config
-from models.networks import EMAGenerator, build_discriminator, build_generator, norm_layer
-from models.stage1 import build_stage1_discriminator, build_stage1_generator
+from models.config import CONFIG_NAMES, PipelineConfig, Stage1Config, Stage2Config, named_config
+from models.networks import (
+    EMAGenerator,
+    build_discriminator,
+    build_generator,
+    norm_layer,
+    spectral_normalised,
+)
+from models.stage1 import (
+    build_stage1_discriminator,
+    build_stage1_generator,
+    gaussian_kernel,
+    soften_vessels,
+)
 from models.stage2 import build_stage2_discriminator, build_stage2_generator
 
 
@@ -150,3 +163,71 @@ def test_default_stage1_generator_samples_from_its_ema() -> None:
     g.eval()
     assert torch.equal(g(z), g.ema.eval()(z))
     assert named_config("paper", resolution=64).stage1.ema == 0
+
+
+class TestSpectralNorm:
+    def _d(self, seed: int) -> nn.Module:
+        return build_discriminator(
+            "dcgan",
+            in_ch=2,
+            resolution=64,
+            width=8,
+            norm="none",
+            spectral_norm=True,
+            generator=torch.Generator().manual_seed(seed),
+        )
+
+    def test_every_layer_is_1_lipschitz(self) -> None:
+        d = self._d(0).train()
+        x = torch.rand(4, 2, 64, 64) * 2 - 1
+        for _ in range(30):  # power iterations run in training forwards
+            d(x)
+        d.eval()
+        layers = [m for m in d.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+        assert layers and all(nn.utils.parametrize.is_parametrized(m) for m in layers)
+        for m in layers:
+            sigma = torch.linalg.matrix_norm(m.weight.flatten(1), ord=2)
+            assert sigma == pytest.approx(1.0, abs=0.05)
+
+    def test_seeded_without_touching_the_global_rng(self) -> None:
+        net = nn.Sequential(nn.Conv2d(2, 4, 3), nn.Flatten(), nn.Linear(4 * 62 * 62, 1))
+        state = torch.random.get_rng_state()
+        spectral_normalised(net, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(torch.random.get_rng_state(), state)
+        a, b, c = self._d(1), self._d(1), self._d(2)
+        x = torch.rand(2, 2, 64, 64)
+        assert torch.equal(a.train()(x), b.train()(x))
+        assert not torch.equal(a(x), c.train()(x))
+
+    def test_stage1_discriminator_drops_batch_norm_for_it(self) -> None:
+        cfg = dataclasses.replace(named_config("paper", resolution=64).stage1, d_spectral_norm=True)
+        d = build_stage1_discriminator(cfg, resolution=64)
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in d.modules())
+        assert any(nn.utils.parametrize.is_parametrized(m) for m in d.modules())
+
+
+class TestSoftVessels:
+    def test_blur_of_one_vessel_pixel_by_hand(self) -> None:
+        kernel = gaussian_kernel(0.5)
+        # 3 sigma = 1.5 -> radius 2: weights exp(-x^2 / 0.5) for x = -2..2, normalised.
+        raw = torch.exp(-torch.tensor([4.0, 1.0, 0.0, 1.0, 4.0]) / 0.5)
+        assert torch.allclose(kernel, raw / raw.sum())
+        mask = torch.zeros(1, 1, 9, 9)
+        mask[0, 0, 4, 4] = 1
+        fov = torch.ones(1, 1, 9, 9)
+        geometry = torch.cat([mask, fov], 1) * 2 - 1
+        out = soften_vessels(geometry, kernel, gain=2.0)
+        vessels = (out[0, 0] + 1) / 2
+        k = kernel.tolist()
+        assert vessels[4, 4] == pytest.approx(min(1.0, 2 * k[2] * k[2]))
+        assert vessels[4, 5] == pytest.approx(2 * k[2] * k[3])
+        assert vessels[3, 5] == pytest.approx(2 * k[1] * k[3])
+        assert vessels[0, 0] == 0
+        assert torch.equal(out[:, 1:], geometry[:, 1:])  # the FOV stays binary
+        assert out.min() >= -1 and out.max() <= 1
+
+    def test_config_checks(self) -> None:
+        with pytest.raises(ValueError, match="soft_sigma"):
+            Stage1Config(soft_sigma=-1)
+        with pytest.raises(ValueError, match="soft_gain"):
+            Stage1Config(soft_gain=0.5)
