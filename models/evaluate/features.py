@@ -20,7 +20,7 @@ over random subsets (Binkowski et al., 2018).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,44 @@ def kernel_inception_distance(
     return float(np.mean(values)), float(np.std(values))
 
 
+def distance_report(
+    features: Callable[[Sequence[np.ndarray]], np.ndarray],
+    real: Sequence[np.ndarray],
+    synthetic: Sequence[np.ndarray],
+    *,
+    name: str,
+    space: str,
+    baseline: Sequence[np.ndarray] | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """``{name}_fid`` and ``{name}_kid`` of `synthetic` against `real` images in the feature
+    space that `features` maps a list of images into (described by `space`).
+
+    `baseline`, if given (e.g. the real training images when `real` is the test split),
+    is scored against `real` the same way: the distance between two real sets, to read the
+    synthetic figure against.
+    """
+    f_real, f_syn = features(real), features(synthetic)
+    kid, kid_std = kernel_inception_distance(f_real, f_syn, seed=seed)
+    report: dict[str, Any] = {
+        f"{name}_fid": frechet_distance(f_real, f_syn),
+        f"{name}_kid": kid,
+        f"{name}_kid_std": kid_std,
+        "feature_dim": int(f_real.shape[1]),
+        "n_real": len(real),
+        "n_synthetic": len(synthetic),
+        "features": space,
+        "baseline_fid": None,
+        "baseline_kid": None,
+    }
+    if baseline is not None and len(baseline) >= 2:
+        f_base = features(baseline)
+        report["baseline_fid"] = frechet_distance(f_real, f_base)
+        report["baseline_kid"] = kernel_inception_distance(f_real, f_base, seed=seed)[0]
+        report["n_baseline"] = len(baseline)
+    return report
+
+
 def seg_feature_report(
     encoder: UNet,
     real: Sequence[np.ndarray],
@@ -108,32 +146,16 @@ def seg_feature_report(
     device: str | torch.device = "cpu",
     seed: int = 0,
 ) -> dict[str, Any]:
-    """seg-FID and seg-KID of `synthetic` against `real` images ((H, W, 3) uint8 each).
-
-    `baseline`, if given (e.g. the real training images when `real` is the test split),
-    is scored against `real` the same way: the distance between two real sets, to read the
-    synthetic figure against.
-    """
-    f_real = encoder_features(encoder, real, device=device)
-    f_syn = encoder_features(encoder, synthetic, device=device)
-    kid, kid_std = kernel_inception_distance(f_real, f_syn, seed=seed)
-    report: dict[str, Any] = {
-        "seg_fid": frechet_distance(f_real, f_syn),
-        "seg_kid": kid,
-        "seg_kid_std": kid_std,
-        "feature_dim": int(f_real.shape[1]),
-        "n_real": len(real),
-        "n_synthetic": len(synthetic),
-        "encoder": "real-trained U-Net segmenter, global-average-pooled bottleneck",
-        "baseline_fid": None,
-        "baseline_kid": None,
-    }
-    if baseline is not None and len(baseline) >= 2:
-        f_base = encoder_features(encoder, baseline, device=device)
-        report["baseline_fid"] = frechet_distance(f_real, f_base)
-        report["baseline_kid"] = kernel_inception_distance(f_real, f_base, seed=seed)[0]
-        report["n_baseline"] = len(baseline)
-    return report
+    """seg-FID and seg-KID (see `distance_report`) in the segmenter's bottleneck."""
+    return distance_report(
+        lambda images: encoder_features(encoder, images, device=device),
+        real,
+        synthetic,
+        name="seg",
+        space="real-trained U-Net segmenter, global-average-pooled bottleneck",
+        baseline=baseline,
+        seed=seed,
+    )
 
 
 def inception_feature_report(
@@ -146,35 +168,21 @@ def inception_feature_report(
     batch_size: int = 32,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Inception-FID and Inception-KID of `synthetic` against `real` ((H, W, 3) uint8 each),
-    in the pool3 space of `network` (see models.evaluate.inception.load_fid_inception).
+    """Inception-FID and Inception-KID (see `distance_report`) in the pool3 space of
+    `network` (see models.evaluate.inception.load_fid_inception).
 
     With pytorch-fid's reference weights these are the usual FID/KID (up to resizing and
-    backend differences); `baseline` is scored against `real` as in `seg_feature_report`.
+    backend differences).
     """
-
-    def features(images: Sequence[np.ndarray]) -> np.ndarray:
-        return inception_features(network, images, device=device, batch_size=batch_size)
-
-    f_real, f_syn = features(real), features(synthetic)
-    kid, kid_std = kernel_inception_distance(f_real, f_syn, seed=seed)
-    report: dict[str, Any] = {
-        "inception_fid": frechet_distance(f_real, f_syn),
-        "inception_kid": kid,
-        "inception_kid_std": kid_std,
-        "feature_dim": int(f_real.shape[1]),
-        "n_real": len(real),
-        "n_synthetic": len(synthetic),
-        "network": "FID Inception-v3 (TF 2015-12-05 graph), pool3",
-        "baseline_fid": None,
-        "baseline_kid": None,
-    }
-    if baseline is not None and len(baseline) >= 2:
-        f_base = features(baseline)
-        report["baseline_fid"] = frechet_distance(f_real, f_base)
-        report["baseline_kid"] = kernel_inception_distance(f_real, f_base, seed=seed)[0]
-        report["n_baseline"] = len(baseline)
-    return report
+    return distance_report(
+        lambda images: inception_features(network, images, device=device, batch_size=batch_size),
+        real,
+        synthetic,
+        name="inception",
+        space="FID Inception-v3 (TF 2015-12-05 graph), pool3",
+        baseline=baseline,
+        seed=seed,
+    )
 
 
 def inception_fid(

@@ -269,12 +269,18 @@ def _tstr_and_features(
             baseline=[p.image for p in real_train],
             device=device,
         )
-        details = {k: v for k, v in feats.items() if k not in ("seg_fid", "seg_kid")}
-        details["real"] = "real test split"
-        details["baseline"] = "real training split vs real test split"
-        metrics.append(Metric("seg_fid", feats["seg_fid"], details))
-        metrics.append(Metric("seg_kid", feats["seg_kid"], details))
+        metrics += _distance_metrics("seg", feats)
     return metrics
+
+
+def _distance_metrics(name: str, feats: dict[str, Any], **extra: Any) -> list[Metric]:
+    """``{name}_fid`` and ``{name}_kid`` rows from a ``distance_report``, sharing details."""
+    fid, kid = f"{name}_fid", f"{name}_kid"
+    details = {k: v for k, v in feats.items() if k not in (fid, kid)}
+    details["real"] = "real test split"
+    details["baseline"] = "real training split vs real test split"
+    details.update(extra)
+    return [Metric(fid, feats[fid], details), Metric(kid, feats[kid], details)]
 
 
 def _inception_metrics(
@@ -296,15 +302,9 @@ def _inception_metrics(
         baseline=[p.image for p in real_train],
         device=device,
     )
-    details = {k: v for k, v in feats.items() if k not in ("inception_fid", "inception_kid")}
-    details["real"] = "real test split"
-    details["baseline"] = "real training split vs real test split"
-    details["weights"] = weights.name
-    details["weights_sha256"] = weights_sha256(weights)
-    return [
-        Metric("inception_fid", feats["inception_fid"], details),
-        Metric("inception_kid", feats["inception_kid"], details),
-    ]
+    return _distance_metrics(
+        "inception", feats, weights=weights.name, weights_sha256=weights_sha256(weights)
+    )
 
 
 def _quartiles(values: Sequence[float]) -> dict[str, float] | None:
