@@ -193,15 +193,16 @@ def named_config(name: str, *, resolution: int) -> PipelineConfig:
             max_width=256,
             # Measured at 64 px on 20 phantoms: with the paper's 2:1 steps and one lr, D won
             # within 300 steps and G collapsed to one repeating blob pattern with a ragged
-            # FOV. Arbitrary rotations multiply the 20 real masks, a slower D and 1:1 steps
-            # keep the game balanced, and the EMA generator smooths what is sampled.
-            # On the 20 DRIVE masks at 64 px, that alone (with instance noise against the
-            # binary-vs-tanh cue) drew a short-stroke texture repeating every 16 px at 2,000
-            # and 4,000 steps. Blurred real vessels and a spectral-normalised D (no batch norm)
-            # gave connected, curved, branching vessels within 2,000 steps instead; without
-            # the rotations they became a dense mesh, and wider generators were blobbier.
+            # FOV. Arbitrary rotations multiply the 20 real masks, 1:1 steps keep the game
+            # balanced, and the EMA generator smooths what is sampled.
+            # On the 20 DRIVE masks at 64 px, that alone (with a D at half the lr and instance
+            # noise against the binary-vs-tanh cue) drew a short-stroke texture repeating
+            # every 16 px at 2,000 and 4,000 steps. Blurred real vessels and a spectral-
+            # normalised D (no batch norm) drew connected, curved, branching vessels within
+            # 2,000 steps instead; without the rotations they became a dense mesh, and wider
+            # generators were blobbier. At 128 px the spectral-normalised D needs the full lr
+            # (at half, a honeycomb mesh by 1,500 steps). Both grow denser past ~2,000 steps.
             g_steps_per_d=1,
-            d_lr=1e-4,
             rotate_real=True,
             ema=0.995,
             d_spectral_norm=True,
