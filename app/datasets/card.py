@@ -34,6 +34,10 @@ def licence_text(dataset: Dataset) -> str:
     )
 
 
+def archive_filename(dataset: Dataset) -> str:
+    return f"{dataset.slug}-v{dataset.version}.zip"
+
+
 def dataset_url(dataset: Dataset, site_url: str) -> str:
     return f"{site_url.rstrip('/')}/gallery/{dataset.slug}"
 

@@ -15,7 +15,14 @@ from fastapi.responses import Response
 
 from app import downloads, keys
 from app.datasets import repository
-from app.datasets.card import citation_bibtex, citation_cff, dataset_url, licence_name, licence_url
+from app.datasets.card import (
+    archive_filename,
+    citation_bibtex,
+    citation_cff,
+    dataset_url,
+    licence_name,
+    licence_url,
+)
 from app.datasets.croissant import croissant_jsonld
 from app.datasets.repository import DatasetFilters
 from app.datasets.schemas import (
@@ -109,10 +116,6 @@ def _published(session: SessionDep, slug: str) -> Dataset:
     if dataset is None:
         raise NotFound(NOT_FOUND)
     return dataset
-
-
-def archive_filename(dataset: Dataset) -> str:
-    return f"{dataset.slug}-v{dataset.version}.zip"
 
 
 @router.get(

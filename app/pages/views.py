@@ -14,7 +14,13 @@ from markupsafe import Markup
 from sqlalchemy.orm import Session
 
 from app.datasets import repository
-from app.datasets.card import citation_bibtex, citation_cff, licence_name, licence_url
+from app.datasets.card import (
+    archive_filename,
+    citation_bibtex,
+    citation_cff,
+    licence_name,
+    licence_url,
+)
 from app.pages.plots import metric_plots
 from app.samples.service import samples
 from app.tables import Dataset, Metric, Sample
@@ -196,17 +202,19 @@ def licence(dataset: Dataset) -> dict[str, str]:
 def download_commands(dataset: Dataset, site_url: str) -> dict[str, str]:
     site = site_url.rstrip("/")
     base = f"{site}/datasets/{dataset.slug}"
+    archive = archive_filename(dataset)
+    # The file is named here, not taken from Content-Disposition: curl refuses -C with -J.
     shell = (
         f"# resumable: run it again after a dropped connection\n"
-        f"curl -L -C - -O -J {base}/download\n"
-        f"unzip -q {dataset.slug}*.zip -d {dataset.slug}\n"
+        f"curl -fL -C - -o {archive} {base}/download\n"
+        f"unzip -q {archive} -d {dataset.slug}\n"
         f"cd {dataset.slug} && sha256sum -c SHA256SUMS"
     )
     python = (
         "from datasets import load_dataset\n\n"
         "# images/ + masks/ + metadata.csv, as unzipped above\n"
         f'ds = load_dataset("imagefolder", data_dir="{dataset.slug}", split="train")\n'
-        'print(ds[0]["image"].size, ds[0]["mask_file_name"])'
+        'print(ds[0]["image"].size, ds[0]["mask"].size)  # mask_file_name loads as an image'
     )
     return {
         "shell": shell,

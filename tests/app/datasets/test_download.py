@@ -3,8 +3,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import os
 import shutil
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from app.db import get_session
 from app.deps import get_storage
 from app.downloads import ByteRange, etag_matches, parse_range
 from app.errors import RangeNotSatisfiable
+from app.pages.views import download_commands
 from app.storage import LocalStorage, S3Storage, Storage
 from app.tables import Dataset
 from tests.factories import make_dataset, make_published_dataset
@@ -278,3 +281,38 @@ class TestDownloadRedirect:
             r = c.get(_url(published), follow_redirects=False)
         assert r.status_code == 200
         assert hashlib.sha256(r.content).hexdigest() == published.archive_sha256
+
+
+class TestCopyPasteCommands:
+    """The dataset page's shell and Python snippets, run as a reader would run them."""
+
+    @pytest.mark.parametrize("redirect", [False, True])
+    def test_shell_then_python(
+        self, app: FastAPI, live_url: str, dataset: Dataset, tmp_path: Path, redirect: bool
+    ) -> None:
+        for tool in ("curl", "unzip", "sha256sum"):
+            if shutil.which(tool) is None:
+                pytest.skip(f"{tool} is not installed")
+        app.state.settings = app.state.settings.model_copy(update={"download_redirect": redirect})
+        commands = download_commands(dataset, live_url)
+        whole = httpx.get(f"{live_url}{_url(dataset)}", follow_redirects=True).content
+        # A download cut short: the same command must finish it, not start again.
+        (tmp_path / f"{dataset.slug}-v{dataset.version}.zip").write_bytes(whole[:1000])
+        shell = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", commands["shell"]],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+        )
+        assert shell.returncode == 0, shell.stderr
+        assert shell.stdout.count(": OK") == 2 * dataset.count + 3  # + metadata, README, LICENSE
+        pytest.importorskip("datasets")
+        python = subprocess.run(
+            [sys.executable, "-c", commands["python"]],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_DATASETS_OFFLINE": "1"},
+        )
+        assert python.returncode == 0, python.stderr
+        assert python.stdout.strip()

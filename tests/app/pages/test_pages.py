@@ -170,7 +170,8 @@ class TestDatasetPage:
     def test_download_commands(self, client: TestClient, published: Dataset) -> None:
         text = visible_text(client.get(f"/gallery/{published.slug}").text)
         site = "http://127.0.0.1:8000"  # the test settings' site_url default
-        assert f"curl -L -C - -O -J {site}/datasets/{published.slug}/download" in text
+        archive = f"{published.slug}-v{published.version}.zip"
+        assert f"curl -fL -C - -o {archive} {site}/datasets/{published.slug}/download" in text
         assert "sha256sum -c SHA256SUMS" in text
         assert f'load_dataset("imagefolder", data_dir="{published.slug}"' in text
 
