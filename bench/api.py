@@ -171,8 +171,16 @@ def load(url: str, seconds: int, connections: int) -> tuple[float, float, float]
 def _tree(pid: int) -> list[int]:
     """``pid`` and its descendants (the uvicorn supervisor and its worker processes)."""
     pids = [pid]
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except FileNotFoundError:
+        return pids
+    for task in tasks:
+        try:
+            children = (task / "children").read_text().split()
+        except FileNotFoundError:
+            continue  # a thread that has just ended (the thread pools come and go)
+        for child in children:
             pids += _tree(int(child))
     return pids
 
@@ -250,6 +258,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--no-cache", action="store_true", help="disable the micro-cache")
     parser.add_argument("--download-repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=5, help="seconds of load per URL first")
     args = parser.parse_args()
 
     from alembic import command
@@ -332,8 +341,8 @@ def main() -> None:
                 "GET thumbnail": f"/datasets/{slug}/samples/0/thumb.webp",
             }
             for path in [*targets.values(), "/bench/bare"]:  # warm up
-                load(base + path, 2, args.connections)
-            load(raw, 2, args.connections)
+                load(base + path, args.warmup, args.connections)
+            load(raw, args.warmup, args.connections)
             print(
                 "baselines: 'route' = a FastAPI route returning fixed JSON in the same app; "
                 "'raw' = plain uvicorn serving a raw ASGI app that returns the same JSON"
