@@ -117,6 +117,16 @@ def seed(url: str, storage, *, archive_mb: int) -> tuple[str, str, int]:
     return result
 
 
+def settle(url: str) -> None:
+    """VACUUM ANALYZE now, so that autovacuum does not wake up after seeding, mid-measurement."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text("VACUUM ANALYZE"))
+    engine.dispose()
+
+
 # --------------------------------------------------------------------------- load
 
 
@@ -283,6 +293,7 @@ def main() -> None:
             t0 = time.perf_counter()
             slug, big_slug, size = seed(db_url, storage, archive_mb=args.archive_mb)
             print(f"seeded in {time.perf_counter() - t0:.1f}s; archive {size / 1e6:.0f} MB")
+            settle(db_url)
             env = {
                 **os.environ,
                 "SYNTHMED_DATABASE_URL": db_url,
