@@ -41,4 +41,6 @@ class TZDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 JSONDict: TypeEngine[dict[str, Any]] = JSON()
