@@ -90,12 +90,14 @@ def load_pipeline(
         if "stage1_discriminator" in payload:
             s1d = _load(
                 build_stage1_discriminator(config.stage1, resolution=res),
-                payload, "stage1_discriminator",
+                payload,
+                "stage1_discriminator",
             )
         if "stage2_discriminator" in payload:
             s2d = _load(
                 build_stage2_discriminator(config.stage2, resolution=res),
-                payload, "stage2_discriminator",
+                payload,
+                "stage2_discriminator",
             )
         return TrainedPipeline(
             config=config,

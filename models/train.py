@@ -132,10 +132,16 @@ def train_pipeline(
     rngs = {name: torch.Generator().manual_seed(derive_seed(seed, name)) for name in RNGS}
 
     s1 = DCGAN(
-        config.stage1, resolution=res, runtime=runtime, init_generator=init_rng,
+        config.stage1,
+        resolution=res,
+        runtime=runtime,
+        init_generator=init_rng,
     )
     s2 = Pix2Pix(
-        config.stage2, resolution=res, runtime=runtime, init_generator=init_rng,
+        config.stage2,
+        resolution=res,
+        runtime=runtime,
+        init_generator=init_rng,
     )
     start = 0
     if resume is not None:
@@ -183,7 +189,8 @@ def train_pipeline(
         img, msk, fov = joint_augment(images[idx], masks[idx], fovs[idx], rngs["data"])
         out = s1.step(runtime.tensor(real_geometry(msk, fov)), rngs["stage1"])
         out |= s2.step(
-            runtime.tensor(condition(config.stage2, msk, fov)), runtime.tensor(img),
+            runtime.tensor(condition(config.stage2, msk, fov)),
+            runtime.tensor(img),
             rngs["stage2"],
         )
         for k, v in out.items():
@@ -198,7 +205,9 @@ def train_pipeline(
             if on_progress is not None:
                 on_progress(
                     TrainProgress(
-                        step=step, total=steps, losses=last_losses,
+                        step=step,
+                        total=steps,
+                        losses=last_losses,
                         images_per_s=since * batch / elapsed if elapsed > 0 else 0.0,
                     )
                 )
@@ -238,8 +247,10 @@ def _restore(
     s2.generator.load_state_dict(resume.stage2_generator.state_dict())
     s2.discriminator.load_state_dict(resume.stage2_discriminator.state_dict())
     for name, opt in (
-        ("stage1_g", s1.opt_g), ("stage1_d", s1.opt_d),
-        ("stage2_g", s2.opt_g), ("stage2_d", s2.opt_d),
+        ("stage1_g", s1.opt_g),
+        ("stage1_d", s1.opt_d),
+        ("stage2_g", s2.opt_g),
+        ("stage2_d", s2.opt_d),
     ):
         load_optimizer_state(opt, resume.optimizer_states[name])
     for name, g in rngs.items():
