@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ from torch import nn
 from models.config import CONFIG_NAMES, PipelineConfig, Stage1Config, Stage2Config, named_config
 from models.networks import (
     EMAGenerator,
+    Runtime,
     build_discriminator,
     build_generator,
     norm_layer,
@@ -231,3 +233,17 @@ class TestSoftVessels:
             Stage1Config(soft_sigma=-1)
         with pytest.raises(ValueError, match="soft_gain"):
             Stage1Config(soft_gain=0.5)
+
+
+class TestCpuThreads:
+    def test_fast_path_uses_every_core(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2}, raising=False)
+        Runtime.create(torch.device("cpu"), fast=True)
+        assert torch.get_num_threads() == 3
+
+    def test_omp_num_threads_is_respected(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2}, raising=False)
+        Runtime.create(torch.device("cpu"), fast=True)
+        assert torch.get_num_threads() == 1
