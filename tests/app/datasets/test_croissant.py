@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy.orm import Session
@@ -58,11 +59,19 @@ class TestCroissant:
         assert types["image"] == types["mask"] == "sc:ImageObject"
         assert types["index"] == types["seed"] == "sc:Integer"
 
+    @pytest.mark.parametrize("redirect", [False, True], ids=["streamed", "redirected"])
     def test_validates_and_iterates_over_http(
-        self, live_url: str, dataset: Dataset, croissant_cache: Path, tmp_path: Path
+        self,
+        app: FastAPI,
+        live_url: str,
+        dataset: Dataset,
+        croissant_cache: Path,
+        tmp_path: Path,
+        redirect: bool,
     ) -> None:
         import httpx
 
+        app.state.settings = app.state.settings.model_copy(update={"download_redirect": redirect})
         url = f"{live_url}/datasets/{dataset.slug}"
         # mlcroissant takes the JSON-LD from a file; it downloads contentUrl itself.
         jsonld = tmp_path / "croissant.json"
@@ -73,7 +82,8 @@ class TestCroissant:
         assert [rec["samples/index"] for rec in records] == list(range(dataset.count))
         assert [rec["samples/seed"] for rec in records] == [1000 + i for i in range(4)]
         # Each record pairs the right image with the right mask, byte for byte.
-        archive = zipfile.ZipFile(io.BytesIO(httpx.get(f"{url}/download").content))
+        whole = httpx.get(f"{url}/download", follow_redirects=True).content
+        archive = zipfile.ZipFile(io.BytesIO(whole))
         for rec in records:
             index = rec["samples/index"]
             image = np.asarray(rec["samples/image"])
