@@ -429,7 +429,6 @@ class S3Storage:
         self.bucket = bucket
         self.prefix = prefix
         self.endpoint_url = endpoint_url
-        self.public_endpoint_url = public_endpoint_url
         self.region = region
         config = Config(
             region_name=region,
@@ -451,8 +450,9 @@ class S3Storage:
         with _boto_session_lock:
             if _boto_session is None:
                 _boto_session = boto3.session.Session()
-            clients = {
-                url: _boto_session.client(
+
+            def client(url: str | None) -> BaseClient:
+                return _boto_session.client(
                     "s3",
                     endpoint_url=url,
                     aws_access_key_id=access_key,
@@ -460,11 +460,12 @@ class S3Storage:
                     region_name=region,
                     config=config,
                 )
-                for url in {endpoint_url, public_endpoint_url or endpoint_url}
-            }
-        self._client: BaseClient = clients[endpoint_url]
-        # Presigned URLs are for clients outside, who may reach the store by another name.
-        self._presign_client: BaseClient = clients[public_endpoint_url or endpoint_url]
+
+            self._client: BaseClient = client(endpoint_url)
+            # Presigned URLs are for clients outside, who may reach the store by another name.
+            self._presign_client = (
+                client(public_endpoint_url) if public_endpoint_url else self._client
+            )
 
     def __repr__(self) -> str:
         return (
