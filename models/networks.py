@@ -197,23 +197,11 @@ class DCGANGenerator(nn.Module):
         self.z_dim = z_dim
         self.base = chans[0]
         self.project = nn.Linear(z_dim, chans[0] * 16, bias=False)
-        pad, out_pad = _pad(kernel)
         layers: list[nn.Module] = [norm(chans[0]), nn.ReLU(True)]
         outs = chans[1:] + [out_ch]
-        odd = kernel if kernel % 2 else kernel - 1  # "same" padding needs an odd kernel
         for i, (c_in, c_out) in enumerate(zip(chans, outs, strict=True)):
             last = i == n_up - 1
-            if upsample == "transposed":
-                layers.append(nn.ConvTranspose2d(c_in, c_out, kernel, 2, pad, out_pad, bias=last))
-            elif upsample == "resize_conv":
-                layers += [
-                    nn.Upsample(scale_factor=2, mode="nearest"),
-                    nn.Conv2d(c_in, c_out, odd, 1, odd // 2, bias=last),
-                ]
-            else:
-                raise ValueError(
-                    f"unknown upsample {upsample!r}; expected resize_conv or transposed"
-                )
+            layers += upsampling(c_in, c_out, mode=upsample, kernel=kernel, bias=last)
             layers += [nn.Tanh()] if last else [norm(c_out), nn.ReLU(True)]
         self.body = nn.Sequential(*layers)
 
@@ -286,21 +274,32 @@ class EMAGenerator(nn.Module):
             e.copy_(b)
 
 
+def upsampling(
+    c_in: int, c_out: int, *, mode: Upsample, kernel: int, bias: bool
+) -> list[nn.Module]:
+    """Layers that double the spatial size: a stride-2 transposed conv, or (resize_conv)
+    nearest x2 then a "same" conv of the largest odd size <= ``kernel``, which avoids the
+    checkerboard artefacts transposed convolutions leave (Odena et al., 2016)."""
+    if mode == "transposed":
+        pad, out_pad = _pad(kernel)
+        return [nn.ConvTranspose2d(c_in, c_out, kernel, 2, pad, out_pad, bias=bias)]
+    if mode == "resize_conv":
+        odd = kernel if kernel % 2 else kernel - 1
+        return [
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv2d(c_in, c_out, odd, 1, odd // 2, bias=bias),
+        ]
+    raise ValueError(f"unknown upsample {mode!r}; expected resize_conv or transposed")
+
+
 class _Up(nn.Module):
-    """Double the spatial size. resize_conv (nearest + 3x3 conv) avoids the checkerboard
-    artefacts transposed convolutions leave (Odena et al., 2016)."""
+    """Double the spatial size with a 4x4 transposed conv or nearest + 3x3 conv."""
 
     def __init__(self, c_in: int, c_out: int, *, mode: Upsample, bias: bool) -> None:
         super().__init__()
-        if mode == "resize_conv":
-            self.op: nn.Module = nn.Sequential(
-                nn.Upsample(scale_factor=2, mode="nearest"),
-                nn.Conv2d(c_in, c_out, 3, 1, 1, bias=bias),
-            )
-        elif mode == "transposed":
-            self.op = nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=bias)
-        else:
-            raise ValueError(f"unknown upsample {mode!r}; expected resize_conv or transposed")
+        layers = upsampling(c_in, c_out, mode=mode, kernel=4, bias=bias)
+        # One layer is kept bare so the state dict keeps its "op.weight" names.
+        self.op: nn.Module = layers[0] if len(layers) == 1 else nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.op(x)
