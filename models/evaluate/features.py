@@ -21,13 +21,12 @@ over random subsets (Binkowski et al., 2018).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from models.evaluate.inception import FIDInceptionV3, inception_features, load_fid_inception
+from models.evaluate.inception import FIDInceptionV3, inception_features
 from models.evaluate.segmenter import UNet, encoder_features
 
 
@@ -183,20 +182,3 @@ def inception_feature_report(
         baseline=baseline,
         seed=seed,
     )
-
-
-def inception_fid(
-    real: Sequence[np.ndarray],
-    synthetic: Sequence[np.ndarray],
-    *,
-    weights_path: str | Path,
-    device: str | torch.device = "cpu",
-    batch_size: int = 32,
-) -> float:
-    """Inception-FID of two image sets with the FID Inception-v3 weights in `weights_path`
-    (pytorch-fid's pt_inception-2015-12-05-6726825d.pth); InceptionWeightsError names the
-    file when it cannot be used."""
-    network = load_fid_inception(weights_path, device=device)
-    f_real = inception_features(network, real, device=device, batch_size=batch_size)
-    f_syn = inception_features(network, synthetic, device=device, batch_size=batch_size)
-    return frechet_distance(f_real, f_syn)
