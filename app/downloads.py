@@ -136,7 +136,7 @@ def if_range_matches(if_range: str | None, *, etag: str, last_modified: str | No
 
 
 def http_date(moment: datetime) -> str:
-    # PostgreSQL hands back zoneinfo("Etc/UTC"), which format_datetime does not accept as UTC.
+    # format_datetime(usegmt=True) accepts only tzinfo datetime.UTC, not an equal zone.
     return format_datetime(moment.astimezone(UTC), usegmt=True)
 
 
