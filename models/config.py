@@ -103,6 +103,11 @@ class Stage2Config:
     # Condition on the FOV as well as the vessel mask (the paper conditions on the mask only).
     use_fov: bool = True
     diffaug: str = ""
+    # Weight of a vessel-consistency loss: a U-Net segmenter, trained on the real pairs for
+    # seg_steps steps before Stage II starts and frozen, must find the condition's vessels
+    # in the generated image (BCE + Dice inside the FOV). 0 turns it off, as in the paper.
+    seg_weight: float = 0.0
+    seg_steps: int = 400
 
     def __post_init__(self) -> None:
         _check(self.depth >= 1, "stage2.depth must be >= 1")
@@ -115,6 +120,8 @@ class Stage2Config:
         _check(self.d_width > 0 and self.d_layers >= 1, "stage2 discriminator size is invalid")
         _check(self.lambda_l1 >= 0, "stage2.lambda_l1 must be >= 0")
         _check(self.lr > 0, "stage2.lr must be positive")
+        _check(self.seg_weight >= 0, "stage2.seg_weight must be >= 0")
+        _check(self.seg_steps >= 1, "stage2.seg_steps must be >= 1")
 
     @property
     def cond_channels(self) -> int:
@@ -220,6 +227,12 @@ def named_config(name: str, *, resolution: int) -> PipelineConfig:
             lambda_l1=100.0,
             use_fov=True,
             diffaug="color,translation,cutout",
+            # Measured on DRIVE at 128 px, Stage II alone for 1,000 steps, painted onto the
+            # real training masks: a segmenter trained only on those images scored F1 0.534
+            # on DRIVE test (specificity 0.81: it had learnt faint vessels) without this loss
+            # and 0.689 with it, against 0.737 for one trained on the real images.
+            seg_weight=5.0,
+            seg_steps=400,
         ),
         batch_size=8,
     )

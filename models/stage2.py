@@ -1,7 +1,8 @@
 """Stage II: pix2pix, (vessel mask[, FOV]) -> RGB fundus image.
 
 U-Net generator that upsamples by resize-then-convolve, PatchGAN discriminator on the
-concatenation (condition, image), loss = adversarial + lambda_l1 * L1. Trained on real
+concatenation (condition, image), loss = adversarial + lambda_l1 * L1 (+ seg_weight * a
+vessel-consistency loss from a frozen segmenter, when one is given). Trained on real
 (mask, image) pairs, as in the paper: it never sees Stage I's output while training.
 """
 
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.config import Stage2Config
+from models.evaluate.segmenter import fov_loss
 from models.networks import AdversarialPair, Runtime, build_discriminator, build_generator
 from models.transforms import diff_augment
 
@@ -68,7 +70,12 @@ class Pix2Pix(AdversarialPair):
         init_generator: torch.Generator,
         generator_net: nn.Module | None = None,
         discriminator_net: nn.Module | None = None,
+        segmenter: nn.Module | None = None,
     ) -> None:
+        """``segmenter``: a trained vessel segmenter for the consistency loss; it is frozen
+        and kept in eval mode here. Required when ``cfg.seg_weight`` > 0."""
+        if cfg.seg_weight > 0 and segmenter is None:
+            raise ValueError("stage2.seg_weight > 0 needs a trained segmenter")
         self.cfg = cfg
         super().__init__(
             # Generator first: both draw their initial weights from init_generator.
@@ -83,6 +90,9 @@ class Pix2Pix(AdversarialPair):
         )
         c = cfg.cond_channels
         self._rgb = slice(c, c + IMAGE_CHANNELS)
+        self.segmenter = None
+        if cfg.seg_weight > 0 and segmenter is not None:
+            self.segmenter = runtime.module(segmenter).eval().requires_grad_(False)
 
     def _logits(self, cond: Tensor, image: Tensor, rng: torch.Generator) -> Tensor:
         # Augment condition and image together so translation/cutout keep them aligned;
@@ -113,12 +123,25 @@ class Pix2Pix(AdversarialPair):
         loss_adv = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
         loss_l1 = F.l1_loss(fake.float(), real)
         loss_g = loss_adv + self.cfg.lambda_l1 * loss_l1
+        losses = {"stage2_d": loss_d, "stage2_g": loss_adv, "stage2_l1": loss_l1}
+        if self.segmenter is not None:
+            losses["stage2_seg"] = self._vessel_consistency(cond, fake)
+            loss_g = loss_g + self.cfg.seg_weight * losses["stage2_seg"]
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
         self.discriminator.requires_grad_(True)
-        return {
-            "stage2_d": loss_d.detach(),
-            "stage2_g": loss_adv.detach(),
-            "stage2_l1": loss_l1.detach(),
-        }
+        return {k: v.detach() for k, v in losses.items()}
+
+    def _vessel_consistency(self, cond: Tensor, fake: Tensor) -> Tensor:
+        """How far the frozen segmenter's reading of `fake` is from the condition's mask.
+
+        L1 alone lets thin vessels fade into the background (a blurred vessel costs little);
+        a segmenter that cannot find them costs a lot, which is what keeps them drawable.
+        """
+        assert self.segmenter is not None
+        mask = (cond[:, :1] > 0).float()
+        fov = (cond[:, 1:2] > 0).float() if self.cfg.use_fov else torch.ones_like(mask)
+        with self.runtime.autocast():
+            logits = self.segmenter(fake).float()
+        return fov_loss(logits, mask, fov)["loss"]

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from models.config import PipelineConfig
 from models.data import FundusPair, fingerprint
+from models.evaluate.segmenter import train_segmenter
 from models.generate import noise_batch, sample_grid
 from models.networks import Runtime, resolve_device
 from models.stage1 import DCGAN, real_geometry
@@ -142,6 +143,7 @@ def train_pipeline(
         resolution=res,
         runtime=runtime,
         init_generator=init_rng,
+        segmenter=consistency_segmenter(pairs, config, seed=seed, device=dev),
     )
     start = 0
     if resume is not None:
@@ -218,6 +220,29 @@ def train_pipeline(
             on_checkpoint(snapshot(step, last_losses))
 
     return snapshot(max(start, steps), last_losses)
+
+
+def consistency_segmenter(
+    pairs: Sequence[FundusPair], config: PipelineConfig, *, seed: int, device: torch.device
+) -> nn.Module | None:
+    """The frozen segmenter behind Stage II's vessel-consistency loss, or None when off.
+
+    Trained from the seed on the same real pairs, so a resumed run rebuilds the same one
+    instead of storing it in every checkpoint.
+    """
+    cfg = config.stage2
+    if cfg.seg_weight <= 0:
+        return None
+    res = config.resolution
+    return train_segmenter(
+        pairs,
+        steps=cfg.seg_steps,
+        # Three-quarter crops (a multiple of 16 for its 4 levels) leave room to shift.
+        crop=max(16, res * 3 // 4 // 16 * 16),
+        base=16 if res <= 128 else 32,
+        seed=derive_seed(seed, "segmenter"),
+        device=device,
+    )
 
 
 def _check_resume(resume: TrainedPipeline, config: PipelineConfig, data_fp: str) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 
@@ -9,8 +10,12 @@ import torch
 
 from models.checkpoint import CheckpointError, load_pipeline, save_pipeline
 from models.data import FundusPair
+from models.evaluate.segmenter import train_segmenter
+from models.networks import Runtime
 from models.phantom import phantom_pairs
+from models.stage2 import Pix2Pix, condition
 from models.train import TrainedPipeline, TrainProgress, train_pipeline
+from models.transforms import to_tensor
 from tests.tiny import SIZE, tiny_config
 
 
@@ -58,10 +63,12 @@ class TestTraining:
         assert p.steps_done == 20
         assert [r.step for r in reports] == list(range(1, 21))
         assert all(r.total == 20 and r.images_per_s > 0 for r in reports)
-        keys = {"stage1_d", "stage1_g", "stage2_d", "stage2_g", "stage2_l1"}
+        # The default recipe includes Stage II's vessel-consistency loss.
+        keys = {"stage1_d", "stage1_g", "stage2_d", "stage2_g", "stage2_l1", "stage2_seg"}
         for r in reports:
             assert set(r.losses) == keys
             assert all(math.isfinite(v) for v in r.losses.values())
+            assert r.losses["stage2_seg"] > 0
         l1 = [r.losses["stage2_l1"] for r in reports]
         assert np.mean(l1[-5:]) < np.mean(l1[:5])
 
@@ -86,10 +93,36 @@ class TestTraining:
         for (k, va), vb in zip(weights(a).items(), weights(b).values(), strict=True):
             assert torch.allclose(va.float(), vb.float(), atol=2e-3), k
 
+    def test_consistency_segmenter_stays_frozen(self, pairs: list[FundusPair]) -> None:
+        cfg = tiny_config().stage2
+        runtime = Runtime.create(torch.device("cpu"), fast=False)
+        segmenter = train_segmenter(pairs, steps=1, crop=32, levels=2, base=4)
+        before = copy.deepcopy(segmenter.state_dict())
+        with pytest.raises(ValueError, match="segmenter"):
+            Pix2Pix(
+                dataclasses.replace(cfg, seg_weight=1.0),
+                resolution=SIZE,
+                runtime=runtime,
+                init_generator=torch.Generator().manual_seed(0),
+            )
+        s2 = Pix2Pix(
+            dataclasses.replace(cfg, seg_weight=1.0),
+            resolution=SIZE,
+            runtime=runtime,
+            init_generator=torch.Generator().manual_seed(0),
+            segmenter=segmenter,
+        )
+        images, masks, fovs = to_tensor(pairs[:4])
+        losses = s2.step(condition(cfg, masks, fovs), images, torch.Generator().manual_seed(1))
+        assert losses["stage2_seg"] > 0
+        for k, v in segmenter.state_dict().items():
+            assert torch.equal(v, before[k]), k  # running stats included: eval mode
+
     def test_paper_config_trains(self, pairs: list[FundusPair]) -> None:
         cfg = tiny_config("paper")
         p = train_pipeline(pairs, cfg, steps=2, device="cpu")
         assert all(math.isfinite(v) for v in p.losses.values())
+        assert "stage2_seg" not in p.losses  # the paper has no consistency loss
 
     def test_rejects_wrong_resolution(self, pairs: list[FundusPair]) -> None:
         cfg = dataclasses.replace(tiny_config(), resolution=128)
@@ -98,12 +131,17 @@ class TestTraining:
 
 
 class TestResume:
-    @pytest.mark.parametrize("r1", [0.0, 1.0])
-    def test_resume_continues_exactly(self, pairs: list[FundusPair], r1: float) -> None:
+    @pytest.mark.parametrize(("r1", "seg_weight"), [(0.0, 0.0), (1.0, 0.0), (0.0, 5.0)])
+    def test_resume_continues_exactly(
+        self, pairs: list[FundusPair], r1: float, seg_weight: float
+    ) -> None:
         cfg = tiny_config()
         # A lazy R1 penalty every 3 steps: the resumed run must apply it on the same steps.
+        # The consistency segmenter is not in the checkpoint: the resume must rebuild it.
         cfg = dataclasses.replace(
-            cfg, stage1=dataclasses.replace(cfg.stage1, r1_gamma=r1, r1_every=3)
+            cfg,
+            stage1=dataclasses.replace(cfg.stage1, r1_gamma=r1, r1_every=3),
+            stage2=dataclasses.replace(cfg.stage2, seg_weight=seg_weight, seg_steps=3),
         )
         checkpoints: list[bytes] = []
         straight = train_pipeline(
