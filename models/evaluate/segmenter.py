@@ -6,7 +6,7 @@ without downloading anything.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -112,13 +112,22 @@ def fov_loss(logits: Tensor, mask: Tensor, fov: Tensor, *, eps: float = 1.0) -> 
 
 
 def _random_batch(
-    data: Sequence[Tensor], batch_size: int, crop: int, gen: torch.Generator
+    data: Sequence[Tensor],
+    batch_size: int,
+    crop: int,
+    gen: torch.Generator,
+    groups: Sequence[Sequence[int]] | None = None,
 ) -> Tensor:
     """Random crop x crop patches with random flips and transposes (so all 8 rotations and
-    reflections), identical on all five channels."""
+    reflections), identical on all five channels.
+
+    Without `groups` every patch comes from a uniformly drawn item. With them (lists of
+    indices into `data`), patch i comes from group i mod len(groups), uniformly within it.
+    """
     out = []
-    for _ in range(batch_size):
-        item = data[int(torch.randint(len(data), (1,), generator=gen))]
+    for i in range(batch_size):
+        members = range(len(data)) if groups is None else groups[i % len(groups)]
+        item = data[members[int(torch.randint(len(members), (1,), generator=gen))]]
         _, h, w = item.shape
         ch, cw = min(crop, h), min(crop, w)
         y = int(torch.randint(h - ch + 1, (1,), generator=gen))
@@ -147,17 +156,28 @@ def train_segmenter(
     levels: int = 4,
     base: int = 32,
     lr: float = 1e-3,
+    groups: Sequence[Hashable] | None = None,
     on_progress: ProgressFn | None = None,
 ) -> UNet:
     """Train a U-Net on `pairs` with Adam and return it in eval mode.
 
     Each step draws `batch_size` random `crop` x `crop` patches (zero-padded with FOV 0 where
     an image is smaller) with the same flip/transpose on image, mask and FOV. `crop` must be
-    a multiple of 2**levels. Adam with a cosine-decayed learning rate. `on_progress(step,
-    losses)` is called after every step. Deterministic on CPU for a given seed.
+    a multiple of 2**levels. Adam with a cosine-decayed learning rate. `groups`, one label
+    per pair (e.g. "real", "synthetic"), makes every batch draw equally from each label, so
+    a large group cannot crowd out a small one. `on_progress(step, losses)` is called after
+    every step. Deterministic on CPU for a given seed.
     """
     if not pairs:
         raise ValueError("no training pairs")
+    if groups is not None and len(groups) != len(pairs):
+        raise ValueError(f"{len(groups)} group labels for {len(pairs)} pairs")
+    members = None
+    if groups is not None:
+        by_label: dict[Hashable, list[int]] = {}
+        for i, label in enumerate(groups):
+            by_label.setdefault(label, []).append(i)
+        members = list(by_label.values())
     if steps < 0:
         raise ValueError("steps must be >= 0")
     if crop % 2**levels:
@@ -174,7 +194,7 @@ def train_segmenter(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
     model.train()
     for step in range(1, steps + 1):
-        batch = _random_batch(data, batch_size, crop, gen).to(device)
+        batch = _random_batch(data, batch_size, crop, gen, members).to(device)
         batch = _pad_to_multiple(batch, 2**levels)
         image, mask, fov = batch[:, :3], batch[:, 3:4], batch[:, 4:5]
         losses = fov_loss(model(image), mask, fov)

@@ -4,6 +4,7 @@ import torch
 
 from models.evaluate.segmenter import (
     UNet,
+    _random_batch,
     encoder_features,
     fov_loss,
     predict,
@@ -41,6 +42,25 @@ class TestLoss:
         a, b = fov_loss(logits, mask, fov), fov_loss(changed, mask, fov)
         assert torch.allclose(a["loss"], b["loss"])
         assert a["loss"] > 0
+
+
+class TestBatches:
+    def test_groups_share_every_batch_equally(self) -> None:
+        # One small group of 1 item beside a big one of 9: uniform sampling would give the
+        # small group a tenth of the patches, groups give it half of every batch.
+        data = [torch.full((5, 8, 8), float(i)) for i in range(10)]
+        gen = torch.Generator().manual_seed(0)
+        for _ in range(20):
+            batch = _random_batch(data, 4, 8, gen, groups=[[0], list(range(1, 10))])
+            sources = batch[:, 0, 0, 0].tolist()
+            assert sources[0] == sources[2] == 0.0
+            assert 0.0 not in (sources[1], sources[3])
+        uniform = torch.cat([_random_batch(data, 4, 8, gen)[:, 0, 0, 0] for _ in range(50)])
+        assert (uniform == 0).float().mean() < 0.25
+
+    def test_group_labels_must_match_pairs(self, pairs) -> None:
+        with pytest.raises(ValueError, match="group labels"):
+            train_segmenter(pairs, steps=1, crop=16, levels=2, base=4, groups=["real"])
 
 
 class TestTrainAndPredict:

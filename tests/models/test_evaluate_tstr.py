@@ -15,11 +15,13 @@ class TestRunTstr:
         test = phantom_pairs(2, size=64, seed=200)
         test_arrays = {id(a) for p in test for a in (p.image, p.mask, p.fov)}
         trained_on: list[list[str]] = []
+        groups: list[list[str] | None] = []
         real_train_segmenter = tstr.train_segmenter
 
         def spy(pairs, **kwargs):
             assert not {id(a) for p in pairs for a in (p.image, p.mask, p.fov)} & test_arrays
             trained_on.append([p.name for p in pairs])
+            groups.append(kwargs.get("groups"))
             return real_train_segmenter(pairs, **kwargs)
 
         monkeypatch.setattr(tstr, "train_segmenter", spy)
@@ -37,6 +39,9 @@ class TestRunTstr:
         test_names = {p.name for p in test}
         assert all(not set(names) & test_names for names in trained_on)
         assert sorted(len(n) for n in trained_on) == [3, 3, 3, 3, 6, 6]
+        # Only the mixed arm balances its batches, real first then synthetic.
+        assert groups.count(None) == 4
+        assert [g for g in groups if g] == [["real"] * 3 + ["synthetic"] * 3] * 2
         assert progress[-1] == pytest.approx(1.0)
         assert progress == sorted(progress)
 
