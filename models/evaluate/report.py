@@ -11,7 +11,8 @@ Used by the evaluation Celery task and the CLI; both store each `Metric` as a `m
 - ``vessel_fraction``, ``vessel_width``, ``vessel_branch_points``, ``vessel_tortuosity``:
   synthetic summary as value, the real training split's in details with histograms and W1.
 - ``tstr_<score>_<arm>`` for score in f1, auc, accuracy, sensitivity, specificity and arm in
-  real, synthetic, mixed (mean over seeds; std and per-seed in details), ``tstr_f1_ratio``,
+  real, synthetic, mixed (real + synthetic, half of each batch; mean over seeds; std and
+  per-seed in details), ``tstr_f1_ratio``,
   and ``tstr_<score>_second_observer`` when a second observer is given.
 - ``seg_fid``, ``seg_kid``: synthetic vs real test images in the real-trained segmenter's
   feature space (baseline: real training vs real test, in details).
@@ -36,7 +37,7 @@ from models.evaluate.inception import FIDInceptionV3, load_fid_inception, weight
 from models.evaluate.kl import kl_report
 from models.evaluate.memorisation import MemorisationRule, audit
 from models.evaluate.segmenter import PairLike
-from models.evaluate.tstr import run_tstr
+from models.evaluate.tstr import ARM_LABELS, run_tstr
 from models.evaluate.vessels import compare_vessel_stats, vessel_stats
 
 ProgressFn = Callable[[float, str], None]
@@ -339,14 +340,14 @@ def attach_plots(metrics: list[Metric]) -> None:
             }
             for channel in hist["real"]
         ]
-    f1 = {arm: by_name.get(f"tstr_f1_{arm}") for arm in ("real", "synthetic", "mixed")}
+    f1 = {arm: by_name.get(f"tstr_f1_{arm}") for arm in ARM_LABELS}
     if f1["synthetic"] is not None:
         arms = [arm for arm, m in f1.items() if m is not None]
         f1["synthetic"].details["plot"] = {
             "kind": "bars",
             "title": "Segmenter F1 on the real test split, by training data",
             "y_label": "F1 (mean ± std over seeds)",
-            "labels": [f"trained on {arm}" for arm in arms],
+            "labels": [f"trained on {ARM_LABELS[arm]}" for arm in arms],
             "values": [f1[arm].value for arm in arms],
             "errors": [f1[arm].details.get("std") for arm in arms],
         }

@@ -17,6 +17,7 @@ EXTRA_ROWS: tuple[tuple[str, str], ...] = (
     ("F1, second human observer", "tstr_f1_second_observer"),
     ("AUC, trained on real", "tstr_auc_real"),
     ("AUC, trained on synthetic", "tstr_auc_synthetic"),
+    ("AUC, trained on real + synthetic", "tstr_auc_mixed"),
     ("KL divergence, synthetic vs real", "kl_syn_real"),
     ("seg-FID, synthetic vs real test", "seg_fid"),
     ("seg-KID, synthetic vs real test", "seg_kid"),

@@ -26,6 +26,8 @@ from models.evaluate.scores import SCORE_NAMES, segmentation_scores
 from models.evaluate.segmenter import PairLike, UNet, predict, train_segmenter
 
 ARMS: tuple[str, ...] = ("real", "synthetic", "mixed")
+# What each arm trained on, in words for readers of plots and tables.
+ARM_LABELS: dict[str, str] = {"real": "real", "synthetic": "synthetic", "mixed": "real + synthetic"}
 
 # (fraction done in [0, 1], message)
 StageProgress = Callable[[float, str], None]

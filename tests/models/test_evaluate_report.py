@@ -8,6 +8,7 @@ import torch
 
 from models.evaluate.inception import FIDInceptionV3, InceptionWeightsError
 from models.evaluate.report import Metric, evaluate_dataset
+from models.evaluate.tstr import ARMS
 from models.phantom import phantom_pairs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,6 +70,7 @@ class TestEvaluateDataset:
             "tstr_f1_synthetic",
             "tstr_f1_mixed",
             "tstr_auc_synthetic",
+            "tstr_auc_mixed",
             "tstr_f1_ratio",
             "tstr_f1_second_observer",
             "seg_fid",
@@ -137,7 +139,12 @@ def test_with_tstr_adds_the_f1_bars() -> None:
     by_name = {m.name: m for m in metrics}
     plot = by_name["tstr_f1_synthetic"].details["plot"]
     assert plot["kind"] == "bars"
-    assert len(plot["values"]) == 3
+    assert plot["labels"] == [
+        "trained on real",
+        "trained on synthetic",
+        "trained on real + synthetic",
+    ]
+    assert plot["values"] == [by_name[f"tstr_f1_{arm}"].value for arm in ARMS]
     assert "seg_fid" in by_name
 
 
