@@ -186,8 +186,8 @@ def named_config(name: str, *, resolution: int) -> PipelineConfig:
             # The paper does not state a batch size; 8 fits 512 px on one GPU.
             batch_size=8,
         )
-    # Small widths at low resolution: they train in about a minute on a laptop CPU and, with
-    # only ~20 training masks, collapse less than wide networks do.
+    # Small widths at low resolution: they train in minutes on a laptop CPU and, with only
+    # ~20 training masks, collapse less than wide networks do.
     small = resolution <= 128
     return PipelineConfig(
         name="default",
