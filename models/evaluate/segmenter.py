@@ -172,16 +172,16 @@ def train_segmenter(
         raise ValueError("no training pairs")
     if groups is not None and len(groups) != len(pairs):
         raise ValueError(f"{len(groups)} group labels for {len(pairs)} pairs")
+    if steps < 0:
+        raise ValueError("steps must be >= 0")
+    if crop % 2**levels:
+        raise ValueError(f"crop {crop} is not a multiple of 2**levels = {2**levels}")
     members = None
     if groups is not None:
         by_label: dict[Hashable, list[int]] = {}
         for i, label in enumerate(groups):
             by_label.setdefault(label, []).append(i)
         members = list(by_label.values())
-    if steps < 0:
-        raise ValueError("steps must be >= 0")
-    if crop % 2**levels:
-        raise ValueError(f"crop {crop} is not a multiple of 2**levels = {2**levels}")
     device = torch.device(device)
     gen = torch.Generator().manual_seed(seed)
     # Seed the weight init without touching the caller's global RNG state.
