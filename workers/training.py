@@ -83,6 +83,12 @@ def train_and_register(
             refresh=True,
         )
 
+    if config.stage2.seg_weight > 0:
+        # It trains before step 1; without a word the bar would look stuck at 0.
+        bar.set_postfix_str(
+            f"training the vessel-consistency segmenter ({config.stage2.seg_steps} steps)",
+            refresh=True,
+        )
     began = time.monotonic()
     trained = train_pipeline(
         pairs,
