@@ -74,8 +74,6 @@ class Pix2Pix(AdversarialPair):
     ) -> None:
         """``segmenter``: a trained vessel segmenter for the consistency loss; it is frozen
         and kept in eval mode here. Required when ``cfg.seg_weight`` > 0."""
-        if cfg.seg_weight > 0 and segmenter is None:
-            raise ValueError("stage2.seg_weight > 0 needs a trained segmenter")
         self.cfg = cfg
         super().__init__(
             # Generator first: both draw their initial weights from init_generator.
@@ -91,7 +89,9 @@ class Pix2Pix(AdversarialPair):
         c = cfg.cond_channels
         self._rgb = slice(c, c + IMAGE_CHANNELS)
         self.segmenter = None
-        if cfg.seg_weight > 0 and segmenter is not None:
+        if cfg.seg_weight > 0:
+            if segmenter is None:
+                raise ValueError("stage2.seg_weight > 0 needs a trained segmenter")
             self.segmenter = runtime.module(segmenter).eval().requires_grad_(False)
 
     def _logits(self, cond: Tensor, image: Tensor, rng: torch.Generator) -> Tensor:

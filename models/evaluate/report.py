@@ -37,7 +37,7 @@ from models.evaluate.inception import FIDInceptionV3, load_fid_inception, weight
 from models.evaluate.kl import kl_report
 from models.evaluate.memorisation import MemorisationRule, audit
 from models.evaluate.segmenter import PairLike
-from models.evaluate.tstr import ARM_LABELS, run_tstr
+from models.evaluate.tstr import ARM_LABELS, ARMS, run_tstr
 from models.evaluate.vessels import compare_vessel_stats, vessel_stats
 
 ProgressFn = Callable[[float, str], None]
@@ -340,7 +340,7 @@ def attach_plots(metrics: list[Metric]) -> None:
             }
             for channel in hist["real"]
         ]
-    f1 = {arm: by_name.get(f"tstr_f1_{arm}") for arm in ARM_LABELS}
+    f1 = {arm: by_name.get(f"tstr_f1_{arm}") for arm in ARMS}
     if f1["synthetic"] is not None:
         arms = [arm for arm, m in f1.items() if m is not None]
         f1["synthetic"].details["plot"] = {

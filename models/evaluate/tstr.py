@@ -25,9 +25,9 @@ import torch
 from models.evaluate.scores import SCORE_NAMES, segmentation_scores
 from models.evaluate.segmenter import PairLike, UNet, predict, train_segmenter
 
-ARMS: tuple[str, ...] = ("real", "synthetic", "mixed")
-# What each arm trained on, in words for readers of plots and tables.
+# Each arm and what it trained on, in words for readers of plots and tables.
 ARM_LABELS: dict[str, str] = {"real": "real", "synthetic": "synthetic", "mixed": "real + synthetic"}
+ARMS: tuple[str, ...] = tuple(ARM_LABELS)
 
 # (fraction done in [0, 1], message)
 StageProgress = Callable[[float, str], None]
@@ -157,11 +157,7 @@ def run_tstr(
         "synthetic": list(synthetic),
         "mixed": list(real_train) + list(synthetic),
     }
-    groups: dict[str, list[str] | None] = {
-        "real": None,
-        "synthetic": None,
-        "mixed": ["real"] * len(real_train) + ["synthetic"] * len(synthetic),
-    }
+    mixed_groups = ["real"] * len(real_train) + ["synthetic"] * len(synthetic)
     plan = [a for a in arms if train_sets[a]]
     results = {a: ArmResult(arm=a, n_train=len(train_sets[a])) for a in plan}
     total = max(len(plan) * len(seeds), 1)
@@ -180,7 +176,7 @@ def run_tstr(
                 levels=levels,
                 base=base,
                 lr=lr,
-                groups=groups[arm],
+                groups=mixed_groups if arm == "mixed" else None,
                 on_progress=progress,
             )
             results[arm].per_seed.append(_score(model, real_test, device))
