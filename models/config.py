@@ -213,10 +213,10 @@ def named_config(name: str, *, resolution: int) -> PipelineConfig:
             rotate_real=True,
             ema=0.995,
             d_spectral_norm=True,
-            # At 128 px on DRIVE, sigma 0.5 drew thinner, more numerous but more fragmented
-            # vessels: synthetic-only TSTR F1 0.676 and 0.671 (steps 2,000 and 1,500) against
-            # 0.623-0.656 for 0.7 (steps 1,250-2,000), but seg-FID 71 against 27. One
-            # training run each, so 0.7 stays until more seeds settle it.
+            # Tried at 128 px on DRIVE: sigma 0.5 drew thinner but more fragmented vessels.
+            # With seed 0, synthetic-only TSTR F1 was 0.676 against 0.642 for 0.7 (seg-FID
+            # 71 against 27); with seed 1, 0.634 against 0.652. Stage I varies that much
+            # from seed to seed, so 0.7 stays.
             soft_sigma=0.7,
             soft_gain=2.0,
             upsample="resize_conv",
