@@ -236,7 +236,7 @@ def named_config(name: str, *, resolution: int) -> PipelineConfig:
             # on DRIVE test (specificity 0.81: it had learnt faint vessels) without this loss
             # and 0.689 with it, against 0.737 for one trained on the real images. A full
             # 2,000-step pipeline with weight 20 scored 0.653 +- 0.013 against 0.642 +- 0.011
-            # with 5 (2 seeds each): no better than the spread, so 5 stays.
+            # with 5 (one training run each, 2 TSTR seeds): inside the spread, so 5 stays.
             seg_weight=5.0,
             seg_steps=400,
         ),
