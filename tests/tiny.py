@@ -1,10 +1,17 @@
-"""Narrow versions of the named recipes, so CPU tests of training stay fast."""
+"""Narrow versions of the named recipes, so CPU tests of training stay fast, and the
+helpers the model tests share to compare pipelines and their samples."""
 
 from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+import torch
+from torch import Tensor, nn
+
 from models.config import PipelineConfig, named_config
+from models.generate import GeneratedSample
+from models.train import TrainedPipeline
 
 SIZE = 64
 
@@ -17,4 +24,51 @@ def tiny_config(name: str = "default") -> PipelineConfig:
         stage1=dataclasses.replace(cfg.stage1, width=8, max_width=64),
         # A few steps of the consistency segmenter: the loss runs, the tests stay fast.
         stage2=dataclasses.replace(cfg.stage2, width=8, d_width=8, max_width=64, seg_steps=5),
+    )
+
+
+def weights(p: TrainedPipeline) -> dict[str, Tensor]:
+    """Every tensor of both stages' generators and discriminators, buffers included."""
+    out = {}
+    for part in (
+        "stage1_generator",
+        "stage2_generator",
+        "stage1_discriminator",
+        "stage2_discriminator",
+    ):
+        net = getattr(p, part)
+        out |= {f"{part}.{k}": v for k, v in net.state_dict().items()}
+    return out
+
+
+def assert_same_weights(a: TrainedPipeline, b: TrainedPipeline) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+class DiscStage1(nn.Module):
+    """A stand-in Stage I whose FOV is a centred disc and whose vessels depend on z, so the
+    FOV handling can be checked on a known geometry."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+        yy, xx = torch.meshgrid(torch.arange(SIZE), torch.arange(SIZE), indexing="ij")
+        r = ((yy - SIZE / 2) ** 2 + (xx - SIZE / 2) ** 2).sqrt()
+        self.register_buffer("fov", (r < SIZE * 0.4).float() * 2 - 1)
+        self.register_buffer("wave", torch.sin(xx / 3.0) * torch.cos(yy / 5.0))
+
+    def forward(self, z: Tensor) -> Tensor:
+        vessels = self.scale * self.wave + z[:, :1, None] * 0.5
+        return torch.stack([vessels, self.fov.expand_as(vessels)], dim=1)
+
+
+def stack(samples: list[GeneratedSample]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Images, masks and FOVs of a list of samples, each as one array."""
+    return (
+        np.stack([s.image for s in samples]),
+        np.stack([s.mask for s in samples]),
+        np.stack([s.fov for s in samples]),
     )

@@ -7,14 +7,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import Tensor, nn
 
 from models.checkpoint import load_pipeline, save_pipeline
-from models.generate import GeneratedSample, generate, sample_seed
+from models.generate import generate, sample_seed
 from models.imageio import encode_many, encode_png, encode_thumbnail
 from models.phantom import phantom_pairs
 from models.train import TrainedPipeline, train_pipeline
-from tests.tiny import SIZE, tiny_config
+from tests.tiny import SIZE, DiscStage1, stack, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -22,36 +21,11 @@ def pipeline() -> TrainedPipeline:
     return train_pipeline(phantom_pairs(4, size=SIZE), tiny_config(), steps=3, device="cpu")
 
 
-class DiscStage1(nn.Module):
-    """A stand-in Stage I whose FOV is a centred disc and whose vessels depend on z, so the
-    FOV handling can be checked on a known geometry."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.scale = nn.Parameter(torch.ones(()))
-        yy, xx = torch.meshgrid(torch.arange(SIZE), torch.arange(SIZE), indexing="ij")
-        r = ((yy - SIZE / 2) ** 2 + (xx - SIZE / 2) ** 2).sqrt()
-        self.register_buffer("fov", (r < SIZE * 0.4).float() * 2 - 1)
-        self.register_buffer("wave", torch.sin(xx / 3.0) * torch.cos(yy / 5.0))
-
-    def forward(self, z: Tensor) -> Tensor:
-        vessels = self.scale * self.wave + z[:, :1, None] * 0.5
-        return torch.stack([vessels, self.fov.expand_as(vessels)], dim=1)
-
-
 @pytest.fixture(scope="module")
 def disc_pipeline(pipeline: TrainedPipeline) -> TrainedPipeline:
     """The trained Stage II behind a known, z-dependent geometry: a few training steps leave
     Stage I's output almost empty, which would make comparisons vacuous."""
     return dataclasses.replace(pipeline, stage1_generator=DiscStage1())
-
-
-def stack(samples: list[GeneratedSample]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return (
-        np.stack([s.image for s in samples]),
-        np.stack([s.mask for s in samples]),
-        np.stack([s.fov for s in samples]),
-    )
 
 
 class TestGenerate:

@@ -14,34 +14,14 @@ from models.evaluate.segmenter import train_segmenter
 from models.networks import Runtime
 from models.phantom import phantom_pairs
 from models.stage2 import Pix2Pix, condition
-from models.train import TrainedPipeline, TrainProgress, train_pipeline
+from models.train import TrainProgress, train_pipeline
 from models.transforms import to_tensor
-from tests.tiny import SIZE, tiny_config
+from tests.tiny import SIZE, assert_same_weights, tiny_config, weights
 
 
 @pytest.fixture(scope="module")
 def pairs() -> list[FundusPair]:
     return phantom_pairs(6, size=SIZE, seed=1)
-
-
-def weights(p: TrainedPipeline) -> dict[str, torch.Tensor]:
-    out = {}
-    for part in (
-        "stage1_generator",
-        "stage2_generator",
-        "stage1_discriminator",
-        "stage2_discriminator",
-    ):
-        net = getattr(p, part)
-        out |= {f"{part}.{k}": v for k, v in net.state_dict().items()}
-    return out
-
-
-def assert_same_weights(a: TrainedPipeline, b: TrainedPipeline) -> None:
-    wa, wb = weights(a), weights(b)
-    assert wa.keys() == wb.keys()
-    for k in wa:
-        assert torch.equal(wa[k], wb[k]), k
 
 
 class TestTraining:
