@@ -417,12 +417,21 @@ class Runtime:
 
     @classmethod
     def create(cls, device: torch.device, *, fast: bool, compile: bool = False) -> Runtime:
+        # These switches are process-wide, so each Runtime sets them both ways: a plain run
+        # after a fast one in the same process must not inherit them. (The thread count it
+        # does inherit; on CPU a run repeats exactly only with the same number of threads.)
+        if device.type == "cuda":
+            # Autotuning picks the fastest kernels for these fixed shapes; deterministic cuDNN
+            # kernels (no atomic adds in weight gradients) make a plain run repeat exactly.
+            torch.backends.cudnn.benchmark = fast
+            torch.backends.cudnn.deterministic = not fast
+        else:
+            # A saturating discriminator drives activations and gradients into denormals,
+            # which x86 CPUs handle in microcode: training slowed 5-10x mid-run until this.
+            torch.set_flush_denormal(fast)
         if not fast:
             return cls(device=device)
         if device.type == "cuda":
-            # Autotuning picks the fastest kernels for these fixed shapes; it costs bitwise
-            # run-to-run reproducibility on CUDA, which fast=False keeps.
-            torch.backends.cudnn.benchmark = True
             return cls(
                 device=device,
                 amp_dtype=torch.bfloat16,
@@ -431,9 +440,6 @@ class Runtime:
                 compile=compile,
             )
         use_all_cores()
-        # A saturating discriminator drives activations and gradients into denormals, which
-        # x86 CPUs handle in microcode: training slowed 5-10x mid-run until this was set.
-        torch.set_flush_denormal(True)
         # Fused Adam on CPU: one kernel instead of a loop over ~50 small tensors; measured
         # 5x (64 px) to 18x (256 px) faster optimiser steps on a 2-core machine.
         return cls(device=device, channels_last=CPU_CHANNELS_LAST, fused_adam=True)

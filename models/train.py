@@ -113,7 +113,8 @@ def train_pipeline(
     gets a uint8 RGB grid: generated masks on the top row, their images below, always from
     the same noise. ``fast`` picks the fast path (see ``Runtime``); ``compile`` adds
     torch.compile on CUDA. Deterministic for a seed on a device with ``fast=False``, and
-    on CPU with either setting.
+    on CPU with either setting, given the same number of threads (reductions split by
+    thread round differently).
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")

@@ -235,7 +235,14 @@ class TestSoftVessels:
             Stage1Config(soft_gain=0.5)
 
 
-class TestCpuThreads:
+class TestRuntimeSwitches:
+    def test_plain_path_undoes_flushed_denormals(self) -> None:
+        denormal = torch.tensor([1e-40])  # below float32's smallest normal, 1.2e-38
+        Runtime.create(torch.device("cpu"), fast=True)
+        assert (denormal * 1.0).item() == 0.0
+        Runtime.create(torch.device("cpu"), fast=False)
+        assert (denormal * 1.0).item() > 0.0
+
     def test_fast_path_uses_every_core(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
         monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2}, raising=False)
