@@ -2,17 +2,20 @@
 
     python bench/pipeline.py --resolutions 128 256 --steps 4 --repeats 3 --device auto
 
-For each resolution it trains the "default" recipe on phantoms for a few steps with
-``fast=False`` and ``fast=True``, then generates with each path, and finally generates
-end to end with PNG encoding (level 1, ``encode_many``). Figures are images per second;
-the ratio column is fast / plain measured in the same run (these machines are noisy).
-On CUDA the default resolutions are 256 and 512.
+For each recipe (``--configs``, default "default") and resolution it trains on phantoms for
+a few steps with ``fast=False`` and ``fast=True``, then generates with each path, and
+finally generates end to end with PNG encoding (level 1, ``encode_many``, one thread per
+core). Figures are images per second; the ratio column is fast / plain measured in the
+same run (these machines are noisy). On CUDA the default resolutions are 256 and 512, and
+generation runs 2,048 samples in batches of 128 so that a fast card is timed for more
+than a few batches.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import os
 import statistics
 import sys
@@ -24,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from models.config import named_config  # noqa: E402
+from models.config import CONFIG_NAMES, named_config  # noqa: E402
 from models.generate import generate  # noqa: E402
 from models.imageio import encode_many  # noqa: E402
 from models.phantom import phantom_pairs  # noqa: E402
@@ -32,7 +35,7 @@ from models.train import TrainedPipeline, TrainProgress, resolve_device, train_p
 
 
 def train_rate(
-    pairs: list, resolution: int, steps: int, device: torch.device, fast: bool
+    pairs: list, config: str, resolution: int, steps: int, device: torch.device, fast: bool
 ) -> tuple[float, TrainedPipeline]:
     """Median images/s over the steps after the first (which pays for warm-up)."""
     rates: list[float] = []
@@ -41,7 +44,7 @@ def train_rate(
         if p.step > 1:
             rates.append(p.images_per_s)
 
-    cfg = named_config("default", resolution=resolution)
+    cfg = named_config(config, resolution=resolution)
     # The rate is per step, and a step of the consistency loss costs the same whatever the
     # segmenter learnt: one step of it spares each run its 400-step training up front.
     cfg = dataclasses.replace(cfg, stage2=dataclasses.replace(cfg.stage2, seg_steps=1))
@@ -94,10 +97,11 @@ def _sync(device: torch.device) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--configs", nargs="+", default=["default"], choices=CONFIG_NAMES)
     parser.add_argument("--resolutions", type=int, nargs="+", default=None)
     parser.add_argument("--steps", type=int, default=None, help="timed training steps")
     parser.add_argument("--count", type=int, default=None, help="samples to generate")
-    parser.add_argument("--batch", type=int, default=32, help="generation batch size")
+    parser.add_argument("--batch", type=int, default=None, help="generation batch size")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=3, help="runs per path")
     args = parser.parse_args(argv)
@@ -106,38 +110,44 @@ def main(argv: list[str] | None = None) -> None:
     cuda = device.type == "cuda"
     resolutions = args.resolutions or ([256, 512] if cuda else [128, 256])
     steps = args.steps or (20 if cuda else 3)
-    count = args.count or (256 if cuda else 32)
+    count = args.count or (2048 if cuda else 32)
+    batch = args.batch or (128 if cuda else 32)
     workers = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
     name = torch.cuda.get_device_name(device) if cuda else f"cpu x{torch.get_num_threads()}"
     sys.stdout.write(
         f"device {name}; torch {torch.__version__}; {steps} timed training steps; "
-        f"{count} generated samples, batch {args.batch}, best of {args.repeats}\n"
+        f"{count} generated samples, batch {batch}, best of {args.repeats}\n"
     )
-    header = f"{'res':>5} {'what':<26} {'plain img/s':>12} {'fast img/s':>12} {'fast/plain':>11}\n"
+    header = (
+        f"{'config':<8} {'res':>5} {'what':<26} {'plain img/s':>12} {'fast img/s':>12} "
+        f"{'fast/plain':>11}\n"
+    )
     sys.stdout.write(header)
-    for res in resolutions:
+    for config, res in itertools.product(args.configs, resolutions):
         pairs = phantom_pairs(8, size=res)
         # Interleaved, best of --repeats each: a few CPU steps take seconds, and the
         # machine's other work moves such a figure by more than the paths differ.
         train_plain = train_fast = gen_plain = gen_fast = 0.0
         for _ in range(args.repeats):
-            rate, pipeline = train_rate(pairs, res, steps, device, fast=False)
+            rate, pipeline = train_rate(pairs, config, res, steps, device, fast=False)
             train_plain = max(train_plain, rate)
-            train_fast = max(train_fast, train_rate(pairs, res, steps, device, fast=True)[0])
+            rate = train_rate(pairs, config, res, steps, device, fast=True)[0]
+            train_fast = max(train_fast, rate)
         for _ in range(args.repeats):
-            gen_plain = max(gen_plain, generate_rate(pipeline, count, args.batch, device, False))
-            gen_fast = max(gen_fast, generate_rate(pipeline, count, args.batch, device, True))
-        e2e = end_to_end_rate(pipeline, count, args.batch, device, workers)
+            gen_plain = max(gen_plain, generate_rate(pipeline, count, batch, device, False))
+            gen_fast = max(gen_fast, generate_rate(pipeline, count, batch, device, True))
+        e2e = end_to_end_rate(pipeline, count, batch, device, workers)
         rows = [
             ("train (both stages)", train_plain, train_fast),
             ("generate", gen_plain, gen_fast),
         ]
         for what, plain, fast in rows:
             sys.stdout.write(
-                f"{res:>5} {what:<26} {plain:>12.1f} {fast:>12.1f} {fast / plain:>10.2f}x\n"
+                f"{config:<8} {res:>5} {what:<26} {plain:>12.1f} {fast:>12.1f} "
+                f"{fast / plain:>10.2f}x\n"
             )
         sys.stdout.write(
-            f"{res:>5} {f'generate + PNG ({workers} thr)':<26} {'':>12} {e2e:>12.1f} "
+            f"{config:<8} {res:>5} {f'generate + PNG ({workers} thr)':<26} {'':>12} {e2e:>12.1f} "
             f"{e2e / gen_fast:>10.2f}x of generate\n"
         )
         sys.stdout.flush()
