@@ -1,0 +1,213 @@
+"""Train a recipe on DRIVE for a wall-clock budget, then evaluate it: the #4 table from scratch.
+
+    python bench/drive_table.py --drive ../shared/data/DRIVE --resolution 512 \
+        --train-minutes 4 --tstr-minutes 2 --out var/drive512
+
+It needs torch, numpy and Pillow only (no database, broker or storage), so it runs as it is
+on a GPU machine without the web stack. The training and evaluation are the functions the
+CLI and the worker call (``train_pipeline``, ``generate``, ``evaluate_dataset``); what this
+adds is the clock: training stops at its budget, and TSTR trains each segmenter for as many
+steps as its budget allows (measured on the machine, never more than ``--tstr-steps``).
+
+Writes to ``--out``: ``grid_<step>.png`` sample grids while training, ``samples.png`` and
+``masks.png`` (16 generated samples), ``metrics.json`` (the rows ``synthmed evaluate``
+stores) and ``table.txt`` (the paper's figures beside ours).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+# Runnable as a plain script from the repository root.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from models.config import CONFIG_NAMES, named_config  # noqa: E402
+from models.data import FundusPair, load_pairs, second_observer  # noqa: E402
+from models.evaluate.report import evaluate_dataset  # noqa: E402
+from models.evaluate.segmenter import train_segmenter  # noqa: E402
+from models.evaluate.table import format_table  # noqa: E402
+from models.evaluate.tstr import ARMS  # noqa: E402
+from models.generate import generate, noise_batch, sample_grid  # noqa: E402
+from models.train import (  # noqa: E402
+    GRID_SAMPLES,
+    TrainedPipeline,
+    TrainProgress,
+    derive_seed,
+    resolve_device,
+    train_pipeline,
+)
+
+SHEET = 16  # samples on the contact sheets
+
+
+class _BudgetSpent(Exception):
+    pass
+
+
+def log(message: str) -> None:
+    sys.stdout.write(f"[{time.strftime('%H:%M:%S')}] {message}\n")
+    sys.stdout.flush()
+
+
+def train_for(
+    pairs: list[FundusPair], args: argparse.Namespace, device: torch.device, out: Path
+) -> TrainedPipeline:
+    """Train until --steps or --train-minutes, whichever comes first; save sample grids."""
+    cfg = named_config(args.config, resolution=args.resolution)
+    deadline = time.perf_counter() + args.train_minutes * 60
+    latest: list[TrainedPipeline] = []
+
+    def progress(p: TrainProgress) -> None:
+        losses = " ".join(f"{k} {v:.3f}" for k, v in sorted(p.losses.items()))
+        log(f"step {p.step}: {p.images_per_s:.0f} img/s; {losses}")
+
+    def checkpoint(p: TrainedPipeline) -> None:
+        # The snapshot shares the live networks: keeping it is free.
+        latest[:] = [p]
+        if time.perf_counter() > deadline:
+            raise _BudgetSpent
+
+    def samples(step: int, grid: np.ndarray) -> None:
+        Image.fromarray(grid).save(out / f"grid_{step:06d}.png", compress_level=1)
+
+    log(f"training {cfg.name} at {cfg.resolution} px on {len(pairs)} pairs, device {device}")
+    try:
+        final = train_pipeline(
+            pairs,
+            cfg,
+            steps=args.steps,
+            seed=args.seed,
+            device=device,
+            fast=True,
+            on_progress=progress,
+            progress_every=args.every,
+            on_checkpoint=checkpoint,
+            checkpoint_every=args.every,
+            on_samples=samples,
+            sample_every=args.grid_every,
+        )
+    except _BudgetSpent:
+        final = latest[0]
+        log(f"training budget spent after {final.steps_done} steps")
+        noise = noise_batch(cfg.stage1, seed=derive_seed(args.seed, "grid"), count=GRID_SAMPLES)
+        grid = sample_grid(final.stage1_generator, final.stage2_generator, cfg, noise)
+        samples(final.steps_done, grid)
+    return final
+
+
+def contact_sheet(tiles: list[np.ndarray], size: int) -> np.ndarray:
+    """Tiles resized to size x size, four to a row."""
+    rows = []
+    for start in range(0, len(tiles), 4):
+        row = [Image.fromarray(t).resize((size, size)) for t in tiles[start : start + 4]]
+        rows.append(np.concatenate([np.asarray(t) for t in row], axis=1))
+    return np.concatenate(rows, axis=0)
+
+
+def tstr_steps_for(
+    pairs: list[FundusPair], args: argparse.Namespace, device: torch.device, runs: int
+) -> int:
+    """As many segmenter steps per TSTR run as --tstr-minutes allows, timed here."""
+    kwargs = {"batch_size": args.batch, "crop": args.crop, "base": args.width, "device": device}
+    train_segmenter(pairs, steps=5, **kwargs)  # warm-up: allocator, kernels
+    t0 = time.perf_counter()
+    train_segmenter(pairs, steps=30, **kwargs)
+    per_step = (time.perf_counter() - t0) / 30
+    fits = int(args.tstr_minutes * 60 / (runs * per_step * 1.15)) // 50 * 50
+    steps = max(50, min(args.tstr_steps, fits))
+    log(f"segmenter: {per_step * 1000:.1f} ms/step; {runs} TSTR runs of {steps} steps")
+    return steps
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--drive", type=Path, required=True, help="folder with training/, test/")
+    parser.add_argument("--resolution", type=int, default=128)
+    parser.add_argument("--config", default="default", choices=CONFIG_NAMES)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=100_000, help="at most this many steps")
+    parser.add_argument("--train-minutes", type=float, default=10.0)
+    parser.add_argument("--every", type=int, default=100, help="steps between reports")
+    parser.add_argument("--grid-every", type=int, default=1000, help="steps between grids")
+    parser.add_argument("--count", type=int, default=40, help="synthetic samples to evaluate")
+    parser.add_argument("--tstr-steps", type=int, default=2000, help="at most this many")
+    parser.add_argument("--tstr-minutes", type=float, default=10.0)
+    parser.add_argument("--tstr-seeds", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=8, help="segmenter batch size")
+    parser.add_argument("--crop", type=int, default=None, help="segmenter crop (default: res/2)")
+    parser.add_argument("--width", type=int, default=32, help="segmenter base width")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    args.crop = args.crop or args.resolution // 2
+
+    device = resolve_device(args.device)
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    log(f"device {name}; torch {torch.__version__}")
+    train = load_pairs(args.drive / "training", resolution=args.resolution)
+    test = load_pairs(args.drive / "test", resolution=args.resolution)
+    observer = second_observer(args.drive / "test", resolution=args.resolution)
+
+    t0 = time.perf_counter()
+    pipeline = train_for(train, args, device, args.out)
+    log(f"trained {pipeline.steps_done} steps in {time.perf_counter() - t0:.0f} s")
+
+    t0 = time.perf_counter()
+    synthetic = [
+        FundusPair(name=f"{s.index:05d}", image=s.image, mask=s.mask, fov=s.fov)
+        for s in generate(pipeline, count=args.count, seed=args.seed, device=device)
+    ]
+    log(f"generated {len(synthetic)} samples in {time.perf_counter() - t0:.1f} s")
+    size = min(args.resolution, 256)
+    Image.fromarray(contact_sheet([s.image for s in synthetic[:SHEET]], size)).save(
+        args.out / "samples.png"
+    )
+    masks = [s.mask * 215 + s.fov * 40 for s in synthetic[:SHEET]]
+    Image.fromarray(contact_sheet(masks, size)).save(args.out / "masks.png")
+
+    seeds = tuple(range(args.tstr_seeds))
+    steps = tstr_steps_for(train, args, device, runs=len(ARMS) * len(seeds))
+    t0 = time.perf_counter()
+    last = [-1.0]
+
+    def progress(fraction: float, message: str) -> None:
+        if fraction - last[0] >= 0.1 or fraction >= 1.0:
+            last[0] = fraction
+            log(f"evaluate {fraction:.0%}: {message}")
+
+    metrics = evaluate_dataset(
+        train,
+        test,
+        synthetic,
+        tstr_steps=steps,
+        seeds=seeds,
+        device=device,
+        on_progress=progress,
+        second_observer=observer,
+        batch_size=args.batch,
+        crop=args.crop,
+        base=args.width,
+    )
+    log(f"evaluated in {time.perf_counter() - t0:.0f} s")
+    rows = [m.to_dict() for m in metrics]
+    (args.out / "metrics.json").write_text(json.dumps(rows, indent=1))
+    table = format_table(rows)
+    (args.out / "table.txt").write_text(table + "\n")
+    sys.stdout.write(table + "\n")
+    by_name = {r["name"]: r for r in rows}
+    for key in sorted(by_name):
+        if key.startswith(("tstr_sensitivity", "tstr_specificity", "memorisation_")):
+            log(f"{key} {by_name[key]['value']}")
+
+
+if __name__ == "__main__":
+    main()
