@@ -237,7 +237,9 @@ class TestSoftVessels:
 
 class TestRuntimeSwitches:
     def test_plain_path_undoes_flushed_denormals(self) -> None:
+        Runtime.create(torch.device("cpu"), fast=False)
         denormal = torch.tensor([1e-40])  # below float32's smallest normal, 1.2e-38
+        assert denormal.item() > 0.0
         Runtime.create(torch.device("cpu"), fast=True)
         assert (denormal * 1.0).item() == 0.0
         Runtime.create(torch.device("cpu"), fast=False)
