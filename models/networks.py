@@ -405,7 +405,8 @@ class Runtime:
 
     CUDA fast: bf16 autocast, channels_last, fused Adam, cuDNN autotuning and, optionally,
     torch.compile. CPU fast: every core, fused Adam and fp32 (bf16 and, for these small
-    convolutions, channels_last measured no faster on our 2-core machines).
+    convolutions, channels_last measured no faster on our 2-core machines), and optionally
+    torch.compile.
     ``fast=False`` is plain fp32 eager on any device: the reference for tests and benchmarks.
     """
 
@@ -442,7 +443,7 @@ class Runtime:
         use_all_cores()
         # Fused Adam on CPU: one kernel instead of a loop over ~50 small tensors; measured
         # 5x (64 px) to 18x (256 px) faster optimiser steps on a 2-core machine.
-        return cls(device=device, channels_last=CPU_CHANNELS_LAST, fused_adam=True)
+        return cls(device=device, channels_last=CPU_CHANNELS_LAST, fused_adam=True, compile=compile)
 
     def autocast(self) -> contextlib.AbstractContextManager[object]:
         if self.amp_dtype is None:
@@ -480,16 +481,21 @@ class Runtime:
 CPU_CHANNELS_LAST = False
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def use_all_cores() -> None:
     """Let intra-op parallelism use every core this process may run on, unless the operator
     chose a number with ``OMP_NUM_THREADS`` (several jobs sharing a few cores each run far
     faster on one thread than all on every core: 22 against 8 steps/s here)."""
     if os.environ.get("OMP_NUM_THREADS"):
         return
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
+    cores = usable_cores()
     if torch.get_num_threads() != cores:
         torch.set_num_threads(cores)
 
