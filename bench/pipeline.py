@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-import os
 import statistics
 import sys
 import time
@@ -30,6 +29,7 @@ import torch  # noqa: E402
 from models.config import CONFIG_NAMES, named_config  # noqa: E402
 from models.generate import generate  # noqa: E402
 from models.imageio import encode_many  # noqa: E402
+from models.networks import usable_cores  # noqa: E402
 from models.phantom import phantom_pairs  # noqa: E402
 from models.train import TrainedPipeline, TrainProgress, resolve_device, train_pipeline  # noqa: E402
 
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     steps = args.steps or (20 if cuda else 3)
     count = args.count or (2048 if cuda else 32)
     batch = args.batch or (128 if cuda else 32)
-    workers = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    workers = usable_cores()
     name = torch.cuda.get_device_name(device) if cuda else f"cpu x{torch.get_num_threads()}"
     sys.stdout.write(
         f"device {name}; torch {torch.__version__}; {steps} timed training steps; "

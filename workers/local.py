@@ -21,6 +21,7 @@ from models.data import FundusPair
 from models.evaluate.report import Metric as EvaluationMetric
 from models.evaluate.report import evaluate_dataset
 from models.generate import generate
+from models.networks import usable_cores
 from models.train import TrainedPipeline, resolve_device
 from workers.realdata import real_splits
 from workers.runs import encode_sample, metric_rows
@@ -45,15 +46,19 @@ def generate_to_folder(
     seed: int,
     out: Path,
     device: str,
-    workers: int = 4,
+    workers: int | None = None,
 ) -> None:
-    """Write images/, masks/ and metadata.csv: the same samples a dataset job would make."""
+    """Write images/, masks/ and metadata.csv: the same samples a dataset job would make.
+
+    Encodes on ``workers`` threads, one per usable core by default."""
     trained, _ = _load(settings, sessions, pipeline_id, device)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     rows = []
-    stream = generate(trained, count=count, seed=seed, device=resolve_device(device))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    stream = generate(
+        trained, count=count, seed=seed, device=resolve_device(device), compile=settings.compile
+    )
+    with ThreadPoolExecutor(max_workers=workers or usable_cores()) as pool:
         for item in tqdm(pool.map(encode_sample, stream), total=count, desc="generating"):
             member = ArchiveMember(item.index, item.seed, item.image_png, item.mask_png, item.stats)
             (out / member.image_name).write_bytes(item.image_png)

@@ -27,6 +27,7 @@ from models.data import FundusPair
 from models.evaluate.report import Metric as EvaluationMetric
 from models.generate import GeneratedSample, generate
 from models.imageio import encode_png, encode_thumbnail
+from models.networks import usable_cores
 from models.train import TrainedPipeline, resolve_device
 from workers.celery_app import WorkerContext
 from workers.realdata import real_splits
@@ -83,8 +84,11 @@ def _batched(items: Iterator[GeneratedSample], size: int) -> Iterator[list[Gener
         yield batch
 
 
-def generate_dataset(ctx: WorkerContext, *, job_id: int, workers: int = 4) -> None:
-    """Generate every sample of the job's dataset, then hand it to evaluation."""
+def generate_dataset(ctx: WorkerContext, *, job_id: int, workers: int | None = None) -> None:
+    """Generate every sample of the job's dataset, then hand it to evaluation.
+
+    PNG encoding runs on ``workers`` threads, by default one per usable core: at 512 px it
+    is what limits a GPU worker (16 cores encoded 353 samples/s beside an H200)."""
     with session_scope(ctx.sessions) as session:
         job = jobs.get(session, job_id)
         dataset = datasets.get(session, job.dataset_id)
@@ -99,11 +103,12 @@ def generate_dataset(ctx: WorkerContext, *, job_id: int, workers: int = 4) -> No
         start=start,
         batch_size=BATCH,
         device=resolve_device(ctx.settings.device),
+        compile=ctx.settings.compile,
     )
     done = start
     # Encoding and uploads run in threads (zlib, libwebp and sockets release the GIL) while
     # the next batch is generated.
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with ThreadPoolExecutor(max_workers=workers or usable_cores()) as pool:
         for batch in _batched(stream, BATCH):
             encoded = list(pool.map(encode_sample, batch))
             with session_scope(ctx.sessions) as session:
