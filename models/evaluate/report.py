@@ -38,7 +38,7 @@ from models.evaluate.kl import kl_report
 from models.evaluate.memorisation import MemorisationRule, audit
 from models.evaluate.segmenter import PairLike
 from models.evaluate.tstr import ARM_LABELS, ARMS, run_tstr
-from models.evaluate.vessels import compare_vessel_stats, vessel_stats
+from models.evaluate.vessels import AXIS_BAND, compare_vessel_stats, vessel_stats
 
 ProgressFn = Callable[[float, str], None]
 
@@ -120,6 +120,12 @@ def _vessel_metrics(real: Sequence[PairLike], synthetic: Sequence[PairLike]) -> 
         ),
         per_image("branch_points", "branch_points"),
         distribution("tortuosity", "median", "tortuosity", {}),
+        distribution(
+            "orientation",
+            "axis_aligned",
+            "angle of vessel edges to the nearest image axis (degrees)",
+            {"axis_band_degrees": AXIS_BAND},
+        ),
     ]
 
 

@@ -66,6 +66,7 @@ class TestEvaluateDataset:
             "vessel_width",
             "vessel_branch_points",
             "vessel_tortuosity",
+            "vessel_orientation",
             "tstr_f1_real",
             "tstr_f1_synthetic",
             "tstr_f1_mixed",

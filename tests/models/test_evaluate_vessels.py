@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 
 from models.evaluate.vessels import (
+    AXIS_BAND,
     compare_vessel_stats,
+    edge_orientations,
     histogram_w1,
     mask_stats,
     skeletonize,
@@ -67,6 +69,44 @@ class TestMaskStats:
         fov[:, :30] = 1
         s = mask_stats(_line(3), fov)
         assert s["vessel_fraction"] == pytest.approx(75 / 1200)
+
+
+def _tilted_line(degrees: float, size: int = 96) -> np.ndarray:
+    """A 4 px wide line through the centre at `degrees` from the x axis, 80 px long."""
+    yy, xx = np.mgrid[:size, :size] - size / 2
+    t = np.radians(degrees)
+    across = np.abs(yy * np.cos(t) - xx * np.sin(t))
+    return ((across < 2) & (np.hypot(yy, xx) < 40)).astype(np.uint8)
+
+
+class TestOrientation:
+    @pytest.mark.parametrize("degrees", [20.0, 30.0, 45.0, 120.0])
+    def test_tilted_line_edges_lie_at_its_angle(self, degrees: float) -> None:
+        angles, weights = edge_orientations(_tilted_line(degrees))
+        # 120 degrees is 30 from the nearest axis; the round ends add a few other angles.
+        want = min(degrees % 90, 90 - degrees % 90)
+        assert np.average(angles, weights=weights) == pytest.approx(want, abs=2.5)
+
+    def test_axis_aligned_fraction(self) -> None:
+        bar = np.zeros((96, 96), np.uint8)
+        bar[40:44, 10:86] = 1
+        ones = np.ones((96, 96))
+        assert mask_stats(bar, ones)["edge_angles"].max() < 45
+        assert vessel_stats([bar], [ones])["orientation"]["axis_aligned"] > 0.85
+        tilted = vessel_stats([_tilted_line(30.0)], [ones])["orientation"]
+        assert tilted["axis_aligned"] < 0.05
+        # A ring has edges at every angle: the band's share of 45 degrees.
+        yy, xx = np.mgrid[:96, :96]
+        r = np.hypot(yy - 48, xx - 48)
+        ring = ((r > 31) & (r < 35)).astype(np.uint8)
+        uniform = vessel_stats([ring], [ones])["orientation"]
+        assert uniform["axis_aligned"] == pytest.approx(AXIS_BAND / 45, abs=0.04)
+        assert sum(uniform["histogram"]["density"]) == pytest.approx(1.0, abs=1e-5)
+
+    def test_empty_mask_has_no_orientation(self) -> None:
+        empty = vessel_stats([np.zeros((20, 20))], [np.ones((20, 20))])["orientation"]
+        assert empty["axis_aligned"] is None
+        assert sum(empty["histogram"]["density"]) == 0
 
 
 class TestVesselStats:
