@@ -323,7 +323,6 @@ def compare_vessel_stats(real: dict[str, Any], synthetic: dict[str, Any]) -> dic
         diff[key] = None if r is None or s is None else float(s - r)
     return {
         "difference": diff,
-        "width_w1": histogram_w1(real["width"]["histogram"], synthetic["width"]["histogram"]),
         **{
             f"{key}_w1": histogram_w1(real[key]["histogram"], synthetic[key]["histogram"])
             for key in ("width", "tortuosity", "orientation")
