@@ -8,7 +8,8 @@ finally generates end to end with PNG encoding (level 1, ``encode_many``, one th
 core). Figures are images per second; the ratio column is fast / plain measured in the
 same run (these machines are noisy). On CUDA the default resolutions are 256 and 512, and
 generation runs 2,048 samples in batches of 128 so that a fast card is timed for more
-than a few batches.
+than a few batches. ``--compile`` adds a row: the fast path's generation against the same
+with torch.compile (``generate(compile=True)``, ``SYNTHMED_COMPILE``).
 """
 
 from __future__ import annotations
@@ -61,14 +62,29 @@ def train_rate(
 
 
 def generate_rate(
-    pipeline: TrainedPipeline, count: int, batch: int, device: torch.device, fast: bool
+    pipeline: TrainedPipeline,
+    count: int,
+    batch: int,
+    device: torch.device,
+    fast: bool,
+    compile: bool = False,
 ) -> float:
-    for _ in generate(pipeline, count=batch, seed=0, batch_size=batch, device=device, fast=fast):
-        pass  # warm-up
-    _sync(device)
+    """Images/s over ``count`` samples, timed from the end of a first batch that pays for
+    warm-up (and compilation) in the same call."""
+    stream = generate(
+        pipeline,
+        count=count + batch,
+        seed=1,
+        batch_size=batch,
+        device=device,
+        fast=fast,
+        compile=compile,
+    )
     t0 = time.perf_counter()
-    for _ in generate(pipeline, count=count, seed=1, batch_size=batch, device=device, fast=fast):
-        pass
+    for i, _ in enumerate(stream):
+        if i == batch - 1:
+            _sync(device)
+            t0 = time.perf_counter()
     _sync(device)
     return count / (time.perf_counter() - t0)
 
@@ -104,6 +120,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=None, help="generation batch size")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=3, help="runs per path")
+    parser.add_argument(
+        "--compile", action="store_true", help="add a row: generation, fast vs torch.compile"
+    )
     args = parser.parse_args(argv)
 
     device = resolve_device(args.device)
@@ -141,6 +160,9 @@ def main(argv: list[str] | None = None) -> None:
             ("train (both stages)", train_plain, train_fast),
             ("generate", gen_plain, gen_fast),
         ]
+        if args.compile:
+            compiled = generate_rate(pipeline, count, batch, device, True, compile=True)
+            rows.append(("generate: fast, compiled", gen_fast, compiled))
         for what, plain, fast in rows:
             sys.stdout.write(
                 f"{config:<8} {res:>5} {what:<26} {plain:>12.1f} {fast:>12.1f} "
