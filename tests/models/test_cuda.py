@@ -19,7 +19,14 @@ from models.data import FundusPair
 from models.generate import generate
 from models.phantom import phantom_pairs
 from models.train import TrainedPipeline, TrainProgress, train_pipeline
-from tests.tiny import SIZE, DiscStage1, assert_same_weights, stack, tiny_config
+from tests.tiny import (
+    SIZE,
+    DiscStage1,
+    assert_fast_generation_close_to_plain,
+    assert_same_weights,
+    stack,
+    tiny_config,
+)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -85,13 +92,7 @@ class TestTrainingOnCuda:
 
 class TestGenerationOnCuda:
     def test_fast_close_to_plain(self, disc_pipeline: TrainedPipeline) -> None:
-        fast = stack(list(generate(disc_pipeline, count=4, seed=2, fast=True)))
-        plain = stack(list(generate(disc_pipeline, count=4, seed=2, fast=False)))
-        assert (fast[1] == plain[1]).mean() > 0.99
-        assert (fast[2] == plain[2]).mean() > 0.99
-        same = (fast[1] == plain[1]) & (fast[2] == plain[2])
-        diff = np.abs(fast[0].astype(int) - plain[0].astype(int))[same]
-        assert diff.mean() < 2
+        assert_fast_generation_close_to_plain(disc_pipeline)
 
     def test_cuda_matches_cpu(self, disc_pipeline: TrainedPipeline) -> None:
         gpu = stack(list(generate(disc_pipeline, count=4, seed=5, fast=False)))

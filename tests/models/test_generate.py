@@ -13,7 +13,13 @@ from models.generate import generate, sample_seed
 from models.imageio import encode_many, encode_png, encode_thumbnail
 from models.phantom import phantom_pairs
 from models.train import TrainedPipeline, train_pipeline
-from tests.tiny import SIZE, DiscStage1, stack, tiny_config
+from tests.tiny import (
+    SIZE,
+    DiscStage1,
+    assert_fast_generation_close_to_plain,
+    stack,
+    tiny_config,
+)
 
 
 @pytest.fixture(scope="module")
@@ -72,13 +78,7 @@ class TestGenerate:
             assert s.mask.any() and not (s.mask & (1 - s.fov)).any()
 
     def test_fast_close_to_plain(self, disc_pipeline: TrainedPipeline) -> None:
-        fast = stack(list(generate(disc_pipeline, count=4, seed=2, fast=True)))
-        plain = stack(list(generate(disc_pipeline, count=4, seed=2, fast=False)))
-        assert (fast[1] == plain[1]).mean() > 0.99
-        assert (fast[2] == plain[2]).mean() > 0.99
-        same = (fast[1] == plain[1]) & (fast[2] == plain[2])
-        diff = np.abs(fast[0].astype(int) - plain[0].astype(int))[same]
-        assert diff.mean() < 2
+        assert_fast_generation_close_to_plain(disc_pipeline)
 
     def test_compiled_matches_eager(self, disc_pipeline: TrainedPipeline) -> None:
         # Five samples in batches of four: the short last batch is padded to four rows.
