@@ -220,6 +220,12 @@ def named_config(name: str, *, resolution: int) -> PipelineConfig:
             soft_sigma=0.7,
             soft_gain=2.0,
             upsample="resize_conv",
+            # Stage I alone on DRIVE at 128 px, seed 0, 2,000 steps: without DiffAugment it
+            # collapsed to one speckle pattern; translation alone drew a honeycomb (vessel
+            # fraction 0.18, real 0.125) and translation + cutout a denser mesh (0.28). None
+            # drew a tree. At 512 px (2,000 steps on an H200) this recipe drew a maze of
+            # horizontal and vertical ridges instead: 0.35 of vessel edges within 10 degrees
+            # of an image axis, against 0.22 for real masks and for all three at 128 px.
             diffaug="translation,cutout",
         ),
         stage2=Stage2Config(
