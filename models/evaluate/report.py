@@ -123,7 +123,7 @@ def _vessel_metrics(real: Sequence[PairLike], synthetic: Sequence[PairLike]) -> 
         distribution(
             "orientation",
             "axis_aligned",
-            "angle of vessel edges to the nearest image axis (degrees)",
+            "edge angle off axis (°)",
             {"axis_band_degrees": AXIS_BAND},
         ),
     ]
