@@ -33,9 +33,8 @@ class Settings(BaseSettings):
     # Public API rate limit per client address (requests per minute); 0 disables it.
     rate_limit_per_minute: int = Field(default=600, ge=0)
     device: str = "auto"
-    # torch.compile the generation networks (fast path): seconds of compilation per job, then
-    # 2.7x the networks' throughput at 512 px on an H200, 1.5-1.8x at 128-256 px on a 2-core
-    # CPU. Worth it for jobs of thousands of samples.
+    # torch.compile the generation networks (see models.generate.generate): seconds of
+    # compilation per job, repaid by jobs of thousands of samples.
     compile: bool = False
     # pytorch-fid's FID Inception-v3 weights (pt_inception-2015-12-05-6726825d.pth), a local
     # file: when set, dataset evaluation adds Inception-FID/KID. Never downloaded.

@@ -35,12 +35,11 @@ from models.evaluate.report import evaluate_dataset  # noqa: E402
 from models.evaluate.segmenter import train_segmenter  # noqa: E402
 from models.evaluate.table import format_table  # noqa: E402
 from models.evaluate.tstr import ARMS  # noqa: E402
-from models.generate import generate, noise_batch, sample_grid  # noqa: E402
+from models.generate import generate_pairs, sample_grid  # noqa: E402
 from models.train import (  # noqa: E402
-    GRID_SAMPLES,
     TrainedPipeline,
     TrainProgress,
-    derive_seed,
+    grid_noise,
     resolve_device,
     train_pipeline,
 )
@@ -97,7 +96,7 @@ def train_for(
     except _BudgetSpent:
         final = latest[0]
         log(f"training budget spent after {final.steps_done} steps")
-        noise = noise_batch(cfg.stage1, seed=derive_seed(args.seed, "grid"), count=GRID_SAMPLES)
+        noise = grid_noise(cfg, args.seed)
         grid = sample_grid(final.stage1_generator, final.stage2_generator, cfg, noise)
         samples(final.steps_done, grid)
     return final
@@ -162,10 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     log(f"trained {pipeline.steps_done} steps in {time.perf_counter() - t0:.0f} s")
 
     t0 = time.perf_counter()
-    synthetic = [
-        FundusPair(name=f"{s.index:05d}", image=s.image, mask=s.mask, fov=s.fov)
-        for s in generate(pipeline, count=args.count, seed=args.seed, device=device)
-    ]
+    synthetic = generate_pairs(pipeline, count=args.count, seed=args.seed, device=device)
     log(f"generated {len(synthetic)} samples in {time.perf_counter() - t0:.1f} s")
     size = min(args.resolution, 256)
     Image.fromarray(contact_sheet([s.image for s in synthetic[:SHEET]], size)).save(

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from models.config import PipelineConfig, Stage1Config
+from models.data import FundusPair
 from models.networks import Runtime, resolve_device
 from models.stage1 import sample_noise
 from models.stage2 import condition
@@ -129,6 +130,16 @@ def generate(
             yield GeneratedSample(
                 index=i, seed=sample_seed(seed, i), image=images[j], mask=masks[j], fov=fovs[j]
             )
+
+
+def generate_pairs(
+    pipeline: TrainedPipeline, *, count: int, seed: int, device: str | torch.device | None = None
+) -> list[FundusPair]:
+    """Samples ``0 .. count - 1`` as pairs named by index, as the evaluation takes them."""
+    return [
+        FundusPair(name=f"{s.index:05d}", image=s.image, mask=s.mask, fov=s.fov)
+        for s in generate(pipeline, count=count, seed=seed, device=device)
+    ]
 
 
 def sample_grid(

@@ -158,7 +158,7 @@ def train_pipeline(
 
     images, masks, fovs = (t.to(dev) for t in to_tensor(pairs))
     n, batch = images.shape[0], config.batch_size
-    grid_noise = noise_batch(config.stage1, seed=derive_seed(seed, "grid"), count=GRID_SAMPLES)
+    grid_z = grid_noise(config, seed)
 
     def snapshot(step: int, losses: dict[str, float]) -> TrainedPipeline:
         return TrainedPipeline(
@@ -216,11 +216,16 @@ def train_pipeline(
                 )
             sums, since, t0 = {}, 0, time.perf_counter()
         if on_samples is not None and (last or (sample_every > 0 and step % sample_every == 0)):
-            on_samples(step, sample_grid(s1.generator, s2.generator, config, grid_noise))
+            on_samples(step, sample_grid(s1.generator, s2.generator, config, grid_z))
         if on_checkpoint is not None and checkpoint_every > 0 and step % checkpoint_every == 0:
             on_checkpoint(snapshot(step, last_losses))
 
     return snapshot(max(start, steps), last_losses)
+
+
+def grid_noise(config: PipelineConfig, seed: int) -> Tensor:
+    """The fixed Stage I noise behind a training run's sample grids."""
+    return noise_batch(config.stage1, seed=derive_seed(seed, "grid"), count=GRID_SAMPLES)
 
 
 def consistency_segmenter(

@@ -17,10 +17,9 @@ from app.settings import Settings
 from app.storage import storage_from_settings
 from app.tables import Metric
 from models.checkpoint import load_pipeline
-from models.data import FundusPair
 from models.evaluate.report import Metric as EvaluationMetric
 from models.evaluate.report import evaluate_dataset
-from models.generate import generate
+from models.generate import generate, generate_pairs
 from models.networks import usable_cores
 from models.train import TrainedPipeline, resolve_device
 from workers.realdata import real_splits
@@ -46,11 +45,10 @@ def generate_to_folder(
     seed: int,
     out: Path,
     device: str,
-    workers: int | None = None,
 ) -> None:
     """Write images/, masks/ and metadata.csv: the same samples a dataset job would make.
 
-    Encodes on ``workers`` threads, one per usable core by default."""
+    Encodes on one thread per usable core."""
     trained, _ = _load(settings, sessions, pipeline_id, device)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
@@ -58,7 +56,7 @@ def generate_to_folder(
     stream = generate(
         trained, count=count, seed=seed, device=resolve_device(device), compile=settings.compile
     )
-    with ThreadPoolExecutor(max_workers=workers or usable_cores()) as pool:
+    with ThreadPoolExecutor(max_workers=usable_cores()) as pool:
         for item in tqdm(pool.map(encode_sample, stream), total=count, desc="generating"):
             member = ArchiveMember(item.index, item.seed, item.image_png, item.mask_png, item.stats)
             (out / member.image_name).write_bytes(item.image_png)
@@ -92,10 +90,7 @@ def evaluate_pipeline(
     train_pairs, test_pairs, observer = real_splits(
         real_train or source, resolution=resolution, real_test=real_test
     )
-    synthetic = [
-        FundusPair(name=f"{s.index:05d}", image=s.image, mask=s.mask, fov=s.fov)
-        for s in generate(trained, count=count, seed=seed, device=target)
-    ]
+    synthetic = generate_pairs(trained, count=count, seed=seed, device=target)
     bar = tqdm(total=100, desc="evaluating")
 
     def progress(fraction: float, message: str) -> None:

@@ -25,7 +25,7 @@ from app.tables import Dataset, JobKind, Metric
 from models.checkpoint import load_pipeline
 from models.data import FundusPair
 from models.evaluate.report import Metric as EvaluationMetric
-from models.generate import GeneratedSample, generate
+from models.generate import GeneratedSample, generate, generate_pairs
 from models.imageio import encode_png, encode_thumbnail
 from models.networks import usable_cores
 from models.train import TrainedPipeline, resolve_device
@@ -84,11 +84,11 @@ def _batched(items: Iterator[GeneratedSample], size: int) -> Iterator[list[Gener
         yield batch
 
 
-def generate_dataset(ctx: WorkerContext, *, job_id: int, workers: int | None = None) -> None:
+def generate_dataset(ctx: WorkerContext, *, job_id: int) -> None:
     """Generate every sample of the job's dataset, then hand it to evaluation.
 
-    PNG encoding runs on ``workers`` threads, by default one per usable core: at 512 px it
-    is what limits a GPU worker (16 cores encoded 353 samples/s beside an H200)."""
+    PNG encoding runs on one thread per usable core: at 512 px it is what limits a GPU
+    worker (16 cores encoded 353 samples/s beside an H200)."""
     with session_scope(ctx.sessions) as session:
         job = jobs.get(session, job_id)
         dataset = datasets.get(session, job.dataset_id)
@@ -108,7 +108,7 @@ def generate_dataset(ctx: WorkerContext, *, job_id: int, workers: int | None = N
     done = start
     # Encoding and uploads run in threads (zlib, libwebp and sockets release the GIL) while
     # the next batch is generated.
-    with ThreadPoolExecutor(max_workers=workers or usable_cores()) as pool:
+    with ThreadPoolExecutor(max_workers=usable_cores()) as pool:
         for batch in _batched(stream, BATCH):
             encoded = list(pool.map(encode_sample, batch))
             with session_scope(ctx.sessions) as session:
@@ -172,10 +172,7 @@ def metric_rows(measured: list[EvaluationMetric]) -> list[Metric]:
 def synthetic_pairs(trained: TrainedPipeline, dataset: Dataset, device: Any) -> list[FundusPair]:
     # Regenerated rather than decoded from storage: identical pixels (PNG is lossless), and
     # the FOV comes with them.
-    return [
-        FundusPair(name=f"{s.index:05d}", image=s.image, mask=s.mask, fov=s.fov)
-        for s in generate(trained, count=dataset.count, seed=dataset.seed, device=device)
-    ]
+    return generate_pairs(trained, count=dataset.count, seed=dataset.seed, device=device)
 
 
 def evaluate_dataset(

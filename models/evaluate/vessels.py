@@ -225,7 +225,7 @@ def _histogram(
     values: np.ndarray, edges: np.ndarray, weights: np.ndarray | None = None
 ) -> dict[str, list[float]]:
     counts, _ = np.histogram(np.clip(values, edges[0], edges[-1]), bins=edges, weights=weights)
-    total = counts.sum() if counts.sum() > 0 else 1
+    total = counts.sum() or 1
     return {"edges": [float(e) for e in edges], "density": (counts / total).round(6).tolist()}
 
 
@@ -275,6 +275,7 @@ def vessel_stats(
     angles = np.concatenate([p["edge_angles"] for p in per]) if per else np.zeros(0)
     edge_weights = np.concatenate([p["edge_weights"] for p in per]) if per else np.zeros(0)
     orientation = _orientation(angles, edge_weights)
+    width, tortuosity = _summary(widths), _summary(tort)
     width_edges = np.arange(0.0, 2 * max_radius + WIDTH_BIN / 2, WIDTH_BIN)
     fractions = [p["vessel_fraction"] for p in per]
     branches = [p["branch_points"] for p in per]
@@ -285,16 +286,16 @@ def vessel_stats(
             "branch_points": branches,
             "skeleton_pixels": [p["skeleton_pixels"] for p in per],
         },
-        "width": {**_summary(widths), "histogram": _histogram(widths, width_edges)},
-        "tortuosity": {**_summary(tort), "histogram": _histogram(tort, TORTUOSITY_EDGES)},
+        "width": {**width, "histogram": _histogram(widths, width_edges)},
+        "tortuosity": {**tortuosity, "histogram": _histogram(tort, TORTUOSITY_EDGES)},
         "orientation": orientation,
         "summary": {
             "vessel_fraction_mean": float(np.mean(fractions)) if per else None,
             "branch_points_mean": float(np.mean(branches)) if per else None,
-            "width_mean": _summary(widths)["mean"],
-            "width_median": _summary(widths)["median"],
-            "tortuosity_median": _summary(tort)["median"],
-            "tortuosity_mean": _summary(tort)["mean"],
+            "width_mean": width["mean"],
+            "width_median": width["median"],
+            "tortuosity_median": tortuosity["median"],
+            "tortuosity_mean": tortuosity["mean"],
             "axis_aligned": orientation["axis_aligned"],
         },
         "definitions": {
