@@ -63,6 +63,7 @@ WIDTH, HEIGHT = 520, 280
 MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 56, 16, 30, 46
 PALETTE = ("#1f5fbf", "#c25e00", "#2a8a4a", "#8a3ab9", "#a0522d", "#4d4d4d")
 NAMED = {"real": PALETTE[0], "synthetic": PALETTE[1]}
+ROW_LABEL_CHARS = 64  # a distribution row's label, about the plot area's width
 _ids = count(1)
 
 
@@ -244,9 +245,11 @@ def distribution_svg(spec: dict[str, Any], *, title: str) -> Markup | None:
     for i, (colour, (name, b)) in enumerate(zip(_colours(n for n, _ in boxes), boxes, strict=True)):
         cy = frame.top + row_h * (i + 0.5)
         half = min(row_h * 0.3, 22.0)
+        # Above its box, not in the left margin: series names are phrases, and a margin
+        # wide enough for them would squeeze the boxes.
         parts.append(
-            f'<text x="{frame.left - 6}" y="{cy + 4:.1f}" text-anchor="end" class="tick">'
-            f"{escape(_clip(name, 10))}</text>"
+            f'<text x="{frame.left + 4}" y="{cy - half - 4:.1f}" class="tick">'
+            f"{escape(_clip(name, ROW_LABEL_CHARS))}</text>"
             f'<path d="M{frame.px(b["min"]):.1f},{cy:.1f} H{frame.px(b["q1"]):.1f} '
             f"M{frame.px(b['q3']):.1f},{cy:.1f} H{frame.px(b['max']):.1f} "
             f"M{frame.px(b['min']):.1f},{cy - half / 2:.1f} v{half:.1f} "
@@ -310,7 +313,12 @@ class _Frame:
                     f'class="tick">{_fmt(t)}</text>'
                 )
         if self.x_ticks_on:
+            # The x range is the data's own (a histogram ends at its last edge), so ticks
+            # that nice_ticks rounds outside it are dropped rather than drawn off the axis.
+            tolerance = (self.x1 - self.x0) * 1e-9
             for t in nice_ticks(self.x0, self.x1):
+                if not self.x0 - tolerance <= t <= self.x1 + tolerance:
+                    continue
                 x = self.px(t)
                 parts.append(
                     f'<path d="M{x:.1f},{self.bottom} v4" stroke="#5b6570"/>'

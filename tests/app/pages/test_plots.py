@@ -8,7 +8,14 @@ import xml.etree.ElementTree as ET
 import pytest
 from markupsafe import Markup
 
-from app.pages.plots import metric_plots, nice_ticks, render_plot
+from app.pages.plots import (
+    MARGIN_LEFT,
+    MARGIN_RIGHT,
+    WIDTH,
+    metric_plots,
+    nice_ticks,
+    render_plot,
+)
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -115,6 +122,21 @@ class TestScatterAndDistribution:
         spec = {"kind": "distribution", "series": {"real": box, "synthetic": {**box, "max": 5}}}
         root = parse(render_plot(spec))
         assert len([r for r in root.iter(f"{SVG}rect") if r.find(f"{SVG}title") is not None]) == 2
+
+    def test_distribution_rows_keep_their_whole_names(self) -> None:
+        box = {"min": 0, "q1": 1, "median": 2, "q3": 3, "max": 4}
+        names = ["synthetic → nearest training (mask Dice)", "unseen real → nearest training"]
+        root = parse(render_plot({"kind": "distribution", "series": dict.fromkeys(names, box)}))
+        texts = {t.text for t in root.iter(f"{SVG}text")}
+        assert set(names) <= texts
+
+    def test_x_ticks_stay_on_the_axis(self) -> None:
+        box = {"min": 0.02, "q1": 0.05, "median": 0.07, "q3": 0.09, "max": 0.31}
+        root = parse(render_plot({"kind": "distribution", "series": {"real": box}}))
+        ticks = [t for t in root.iter(f"{SVG}text") if t.get("text-anchor") == "middle"]
+        xs = [float(t.get("x")) for t in ticks]
+        assert ticks and all(MARGIN_LEFT <= x <= WIDTH - MARGIN_RIGHT for x in xs)
+        assert "0" not in {t.text for t in ticks}
 
     def test_distribution_out_of_order(self) -> None:
         box = {"min": 3, "q1": 1, "median": 2, "q3": 3, "max": 4}
