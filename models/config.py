@@ -64,6 +64,10 @@ class Stage1Config:
     # about as wide, which convolutions can draw; samples are thresholded as before. 0: off.
     soft_sigma: float = 0.0
     soft_gain: float = 2.0
+    # Level in [-1, 1] above which a sample's vessel channel is a vessel. 0 suits binary
+    # targets; blurred ones (soft_sigma) want a higher cut, or the blur's skirts become
+    # vessels too.
+    vessel_threshold: float = 0.0
 
     def __post_init__(self) -> None:
         _check(self.z_dim > 0, "stage1.z_dim must be positive")
@@ -83,6 +87,7 @@ class Stage1Config:
         _check(0.0 <= self.ema < 1.0, "stage1.ema must be in [0, 1)")
         _check(self.soft_sigma >= 0, "stage1.soft_sigma must be >= 0")
         _check(self.soft_gain >= 1, "stage1.soft_gain must be >= 1")
+        _check(-1 < self.vessel_threshold < 1, "stage1.vessel_threshold must be in (-1, 1)")
 
 
 @dataclass(frozen=True)
@@ -219,6 +224,11 @@ def named_config(name: str, *, resolution: int) -> PipelineConfig:
             # from seed to seed, so 0.7 stays.
             soft_sigma=0.7,
             soft_gain=2.0,
+            # Blurring the 20 real DRIVE masks and cutting at 0 gave back masks 48% denser
+            # than they were (vessel fraction 0.186 against 0.125, Dice 0.81 at 128 px):
+            # diagonal and wide vessels' skirts pass 0. Cutting at 0.4-0.6 gave Dice 0.90-0.91
+            # at 64 px, 0.94-0.95 at 128, 0.97-0.98 at 256 and 0.99 at 512.
+            vessel_threshold=0.5,
             upsample="resize_conv",
             # Stage I alone on DRIVE at 128 px, seed 0, 2,000 steps: without DiffAugment it
             # collapsed to one speckle pattern; translation alone drew a honeycomb (vessel

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from models.config import PipelineConfig, Stage1Config
 from models.data import FundusPair
 from models.networks import Runtime, resolve_device
-from models.stage1 import sample_noise
+from models.stage1 import decode_geometry, sample_noise
 from models.stage2 import condition
 from models.transforms import to_uint8_images
 
@@ -73,10 +73,7 @@ def synthesize(
     """
     with runtime.autocast():
         geometry = stage1(runtime.tensor(z)).float()
-    binary = (geometry > 0).float()
-    fov = binary[:, 1:2]
-    # Vessels exist only inside the eye; Stage I occasionally paints a few outside it.
-    mask = binary[:, 0:1] * fov
+    mask, fov = decode_geometry(config.stage1, geometry)
     with runtime.autocast():
         image = stage2(runtime.tensor(condition(config.stage2, mask, fov))).float()
     image = torch.where(fov > 0, image.clamp(-1.0, 1.0), torch.full_like(image, -1.0))

@@ -1,9 +1,9 @@
 """Stage I: a DCGAN that maps noise to vessel geometry, a 2-channel (vessel mask, FOV) image.
 
 Both channels are in [-1, 1] while training (real masks are mapped 0 -> -1, 1 -> 1) and are
-thresholded at 0 when sampling. The default recipe blurs the real vessel channel first
-(``soft_sigma``): the generator learns smooth ridges, which thresholding turns back into
-thin connected vessels. Generating the FOV too lets Stage II and the sample writer
+thresholded when sampling (``decode_geometry``). The default recipe blurs the real vessel
+channel first (``soft_sigma``): the generator learns smooth ridges, which thresholding
+turns back into thin connected vessels. Generating the FOV too lets Stage II and the sample writer
 blacken everything outside the disc, as in real fundus photographs.
 """
 
@@ -94,6 +94,18 @@ def soften_vessels(geometry: Tensor, kernel: Tensor, gain: float) -> Tensor:
     vessels = F.conv2d(F.pad(vessels, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
     vessels = (vessels * gain).clamp(0, 1)
     return torch.cat([vessels * 2 - 1, geometry[:, 1:]], dim=1)
+
+
+def decode_geometry(cfg: Stage1Config, geometry: Tensor) -> tuple[Tensor, Tensor]:
+    """The generator's [-1, 1] output -> (vessel mask, FOV) in {0, 1}, vessels only inside.
+
+    The vessel channel is cut at ``cfg.vessel_threshold``, where the blur of
+    ``soften_vessels`` is best undone; the binary FOV at 0.
+    """
+    fov = (geometry[:, 1:2] > 0).to(geometry.dtype)
+    # Vessels exist only inside the eye; Stage I occasionally paints a few outside it.
+    mask = (geometry[:, 0:1] > cfg.vessel_threshold).to(geometry.dtype) * fov
+    return mask, fov
 
 
 class DCGAN(AdversarialPair):

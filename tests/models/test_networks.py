@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from models.config import CONFIG_NAMES, PipelineConfig, Stage1Config, Stage2Config, named_config
+from models.data import load_pairs
 from models.networks import (
     EMAGenerator,
     Runtime,
@@ -19,10 +20,13 @@ from models.networks import (
 from models.stage1 import (
     build_stage1_discriminator,
     build_stage1_generator,
+    decode_geometry,
     gaussian_kernel,
+    real_geometry,
     soften_vessels,
 )
 from models.stage2 import build_stage2_discriminator, build_stage2_generator
+from models.transforms import to_tensor
 
 
 @pytest.fixture(autouse=True)
@@ -228,7 +232,34 @@ class TestSoftVessels:
         assert torch.equal(out[:, 1:], geometry[:, 1:])  # the FOV stays binary
         assert out.min() >= -1 and out.max() <= 1
 
+    def test_decoding_cuts_vessels_at_the_threshold_inside_the_fov(self) -> None:
+        # Four pixels: faint ridge, strong ridge, background, strong ridge outside the eye.
+        vessels = torch.tensor([0.3, 0.7, -0.2, 0.9]).view(1, 1, 1, 4)
+        fov = torch.tensor([1.0, 1.0, 1.0, -1.0]).view(1, 1, 1, 4)
+        geometry = torch.cat([vessels, fov], dim=1)
+        for threshold, expected in ((0.5, [0, 1, 0, 0]), (0.0, [1, 1, 0, 0])):
+            mask, fov01 = decode_geometry(Stage1Config(vessel_threshold=threshold), geometry)
+            assert mask.flatten().tolist() == expected
+            assert fov01.flatten().tolist() == [1, 1, 1, 0]
+
+    def test_the_recipe_threshold_undoes_its_blur(self) -> None:
+        cfg = named_config("default", resolution=64).stage1
+        _, masks, fovs = to_tensor(load_pairs("phantom", resolution=64, limit=8))
+        soft = soften_vessels(
+            real_geometry(masks, fovs), gaussian_kernel(cfg.soft_sigma), cfg.soft_gain
+        )
+
+        def dice(threshold: float) -> float:
+            mask, _ = decode_geometry(dataclasses.replace(cfg, vessel_threshold=threshold), soft)
+            return float(2 * (mask * masks).sum() / (mask.sum() + (masks * fovs).sum()))
+
+        # Measured 0.97 at the recipe's 0.5 and 0.77 at 0, where the blur's skirts pass.
+        assert dice(cfg.vessel_threshold) > 0.95
+        assert dice(0.0) < 0.8
+
     def test_config_checks(self) -> None:
+        with pytest.raises(ValueError, match="vessel_threshold"):
+            Stage1Config(vessel_threshold=1.0)
         with pytest.raises(ValueError, match="soft_sigma"):
             Stage1Config(soft_sigma=-1)
         with pytest.raises(ValueError, match="soft_gain"):
