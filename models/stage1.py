@@ -19,6 +19,7 @@ from models.config import Stage1Config
 from models.networks import (
     AdversarialPair,
     EMAGenerator,
+    MultiScaleDiscriminator,
     Runtime,
     build_discriminator,
     build_generator,
@@ -56,17 +57,21 @@ def build_stage1_generator(
 def build_stage1_discriminator(
     cfg: Stage1Config, *, resolution: int, generator: torch.Generator | None = None
 ) -> nn.Module:
-    return build_discriminator(
-        "dcgan",
-        in_ch=CHANNELS,
-        resolution=resolution,
-        width=cfg.width,
-        max_width=cfg.max_width,
-        norm="none" if cfg.d_spectral_norm else cfg.norm,
-        kernel=cfg.kernel,
-        spectral_norm=cfg.d_spectral_norm,
-        generator=generator,
-    )
+    nets = [
+        build_discriminator(
+            "dcgan",
+            in_ch=CHANNELS,
+            resolution=resolution >> scale,
+            width=cfg.width,
+            max_width=cfg.max_width,
+            norm="none" if cfg.d_spectral_norm else cfg.norm,
+            kernel=cfg.kernel,
+            spectral_norm=cfg.d_spectral_norm,
+            generator=generator,
+        )
+        for scale in range(cfg.d_scales)
+    ]
+    return nets[0] if len(nets) == 1 else MultiScaleDiscriminator(nets)
 
 
 def real_geometry(mask: Tensor, fov: Tensor) -> Tensor:

@@ -5,12 +5,14 @@ import os
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from models.config import CONFIG_NAMES, PipelineConfig, Stage1Config, Stage2Config, named_config
 from models.data import load_pairs
 from models.networks import (
     EMAGenerator,
+    MultiScaleDiscriminator,
     Runtime,
     build_discriminator,
     build_generator,
@@ -46,7 +48,7 @@ class TestShapes:
         x = g(z)
         assert x.shape == (2, 2, resolution, resolution)
         assert x.min() >= -1 and x.max() <= 1
-        assert d(x).shape == (2, 1)
+        assert d(x).shape == (2, cfg.stage1.d_scales)  # one logit per image and scale
 
     def test_stage2(self, name: str, resolution: int) -> None:
         cfg = named_config(name, resolution=resolution)
@@ -210,6 +212,38 @@ class TestSpectralNorm:
         d = build_stage1_discriminator(cfg, resolution=64)
         assert not any(isinstance(m, nn.BatchNorm2d) for m in d.modules())
         assert any(nn.utils.parametrize.is_parametrized(m) for m in d.modules())
+
+
+class TestMultiScaleDiscriminator:
+    def test_each_scale_judges_the_input_pooled_once_more(self) -> None:
+        cfg = dataclasses.replace(named_config("default", resolution=64).stage1, d_scales=3)
+        d = build_stage1_discriminator(
+            cfg, resolution=64, generator=torch.Generator().manual_seed(0)
+        )
+        assert isinstance(d, MultiScaleDiscriminator) and len(d.nets) == 3
+        d.eval()
+        x = torch.rand(2, 2, 64, 64) * 2 - 1
+        logits = d(x)
+        assert logits.shape == (2, 3)
+        half, quarter = F.avg_pool2d(x, 2), F.avg_pool2d(x, 4)
+        assert torch.allclose(logits[:, 0:1], d.nets[0](x))
+        assert torch.allclose(logits[:, 1:2], d.nets[1](half))
+        assert torch.allclose(logits[:, 2:3], d.nets[2](quarter))
+        # One stride-2 layer fewer per scale, each spectrally normalised like the single one.
+        depths = [sum(isinstance(m, nn.Conv2d) for m in n.modules()) for n in d.nets]
+        assert depths == [4, 3, 2]
+        assert all(nn.utils.parametrize.is_parametrized(n.head) for n in d.nets)
+
+    def test_one_scale_is_the_plain_discriminator(self) -> None:
+        cfg = dataclasses.replace(named_config("default", resolution=64).stage1, d_scales=1)
+        d = build_stage1_discriminator(cfg, resolution=64)
+        assert not isinstance(d, MultiScaleDiscriminator)
+        assert d(torch.zeros(1, 2, 64, 64)).shape == (1, 1)
+
+    @pytest.mark.parametrize("scales", [0, 4])
+    def test_config_check(self, scales: int) -> None:
+        with pytest.raises(ValueError, match="d_scales"):
+            Stage1Config(d_scales=scales)
 
 
 class TestSoftVessels:
