@@ -61,7 +61,7 @@ class Stage1Config:
     d_spectral_norm: bool = False
     # Std in pixels of a Gaussian blur on real vessel masks before the discriminator sees
     # them, times soft_gain and clipped to [0, 1]: a 1 px binary vessel becomes a smooth ridge
-    # about as wide, which convolutions can draw; samples are thresholded as before. 0: off.
+    # about as wide, which convolutions can draw; samples are cut at vessel_threshold. 0: off.
     soft_sigma: float = 0.0
     soft_gain: float = 2.0
     # Level in [-1, 1] above which a sample's vessel channel is a vessel. 0 suits binary

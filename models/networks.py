@@ -250,10 +250,9 @@ class MultiScaleDiscriminator(nn.Module):
     """One discriminator per scale, the s-th seeing the input average-pooled s times; their
     logits side by side, (N, scales).
 
-    A coarse scale sees a whole vessel tree in few pixels, where its topology (one tree
-    rooted at the disc, no loops) is a short-range pattern that a few convolutions can
-    judge; at full resolution the same discriminator, trained on ~20 masks, learns mostly
-    what a vessel looks like locally. pix2pixHD uses the same split for image detail.
+    At full resolution a discriminator trained on ~20 masks learns mostly what a vessel
+    looks like up close; at half size the same convolutions span twice as much of the
+    vessels' layout. pix2pixHD splits its image discriminator the same way.
     """
 
     def __init__(self, nets: Iterable[nn.Module]) -> None:

@@ -3,8 +3,8 @@
 Both channels are in [-1, 1] while training (real masks are mapped 0 -> -1, 1 -> 1) and are
 thresholded when sampling (``decode_geometry``). The default recipe blurs the real vessel
 channel first (``soft_sigma``): the generator learns smooth ridges, which thresholding
-turns back into thin connected vessels. Generating the FOV too lets Stage II and the sample writer
-blacken everything outside the disc, as in real fundus photographs.
+turns back into thin connected vessels. Generating the FOV too lets Stage II and the
+sample writer blacken everything outside the disc, as in real fundus photographs.
 """
 
 from __future__ import annotations
