@@ -23,7 +23,6 @@ from app.pipelines.service import pipelines
 from app.samples.service import samples
 from app.tables import Dataset, JobKind, Metric
 from models.checkpoint import load_pipeline
-from models.data import FundusPair
 from models.evaluate.report import Metric as EvaluationMetric
 from models.generate import GeneratedSample, generate, generate_pairs
 from models.imageio import encode_png, encode_thumbnail
@@ -169,12 +168,6 @@ def metric_rows(measured: list[EvaluationMetric]) -> list[Metric]:
     return rows
 
 
-def synthetic_pairs(trained: TrainedPipeline, dataset: Dataset, device: Any) -> list[FundusPair]:
-    # Regenerated rather than decoded from storage: identical pixels (PNG is lossless), and
-    # the FOV comes with them.
-    return generate_pairs(trained, count=dataset.count, seed=dataset.seed, device=device)
-
-
 def evaluate_dataset(
     ctx: WorkerContext,
     *,
@@ -194,7 +187,9 @@ def evaluate_dataset(
     real_train, real_test, observer = real_splits(
         data_source, resolution=dataset.resolution, real_test=params.get("real_test")
     )
-    synthetic = synthetic_pairs(trained, dataset, device)
+    # Regenerated rather than decoded from storage: identical pixels (PNG is lossless), and
+    # the FOV comes with them.
+    synthetic = generate_pairs(trained, count=dataset.count, seed=dataset.seed, device=device)
 
     def progress(fraction: float, message: str) -> None:
         with session_scope(ctx.sessions) as session:
