@@ -101,13 +101,35 @@ def soften_vessels(geometry: Tensor, kernel: Tensor, gain: float) -> Tensor:
     return torch.cat([vessels * 2 - 1, geometry[:, 1:]], dim=1)
 
 
+def _between_first_and_last(inside: Tensor, dim: int) -> Tensor:
+    """True from the first to the last True along ``dim``, gaps included."""
+    seen_before = inside.cumsum(dim) > 0
+    seen_after = inside.flip(dim).cumsum(dim).flip(dim) > 0
+    return seen_before & seen_after
+
+
+def fill_fov(fov: Tensor) -> Tensor:
+    """A {0, 1} FOV batch with its holes filled: each pixel that lies between FOV pixels
+    both along its row and along its column becomes FOV.
+
+    Every pixel of a hole meets the FOV in all four directions, so every hole fills; a dent
+    in the edge stays. A real field of view is a disc, convex and whole: it stays as it is.
+    """
+    inside = fov > 0
+    filled = _between_first_and_last(inside, -1) & _between_first_and_last(inside, -2)
+    return filled.to(fov.dtype)
+
+
 def decode_geometry(cfg: Stage1Config, geometry: Tensor) -> tuple[Tensor, Tensor]:
     """The generator's [-1, 1] output -> (vessel mask, FOV) in {0, 1}, vessels only inside.
 
     The vessel channel is cut at ``cfg.vessel_threshold``, where the blur of
-    ``soften_vessels`` is best undone; the binary FOV at 0.
+    ``soften_vessels`` is best undone; the binary FOV at 0, then filled (``fill_fov``)
+    where ``cfg.fill_fov`` asks.
     """
     fov = (geometry[:, 1:2] > 0).to(geometry.dtype)
+    if cfg.fill_fov:
+        fov = fill_fov(fov)
     # Vessels exist only inside the eye; Stage I occasionally paints a few outside it.
     mask = (geometry[:, 0:1] > cfg.vessel_threshold).to(geometry.dtype) * fov
     return mask, fov
