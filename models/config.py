@@ -249,10 +249,11 @@ def named_config(name: str, *, resolution: int) -> PipelineConfig:
             # Stage I alone on DRIVE at 128 px, seed 0, 2,000 steps: without DiffAugment it
             # collapsed to one speckle pattern; translation alone drew a honeycomb (vessel
             # fraction 0.18, real 0.125) and translation + cutout a denser mesh (0.28). None
-            # drew a tree. At 512 px (2,000 steps on an H200) this recipe drew a maze of
-            # horizontal and vertical ridges instead: 0.35 of vessel edges within 10 degrees
-            # of an image axis (16 samples, measured at 256 px), against 0.21-0.22 for real
-            # masks at 128-512 px and for all three policies at 128 px.
+            # drew a tree. At 512 px (2,000 steps on an H200), before vessel_threshold and
+            # d_scales, this recipe drew a maze of horizontal and vertical ridges instead:
+            # 0.35 of vessel edges within 10 degrees of an image axis (16 samples, measured
+            # at 256 px), against 0.21-0.22 for real masks at 128-512 px and for all three
+            # policies at 128 px. With both, 0.18 (64 samples at 1,750 steps).
             diffaug="translation,cutout",
         ),
         stage2=Stage2Config(
