@@ -1,6 +1,5 @@
 import gzip
 import io
-import os
 from pathlib import Path
 
 import numpy as np
@@ -8,9 +7,6 @@ import pytest
 from PIL import Image
 
 from models.data import DataError, FundusPair, fingerprint, load_pairs, second_observer
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
 
 # --------------------------------------------------------------------------- fixtures
 
@@ -335,16 +331,8 @@ def test_fingerprint_is_order_independent_and_content_sensitive() -> None:
 # --------------------------------------------------------------------------- real DRIVE
 
 
-def _drive_dir() -> Path:
-    env = os.environ.get("SYNTHMED_DRIVE_DIR")
-    return Path(env) if env else REPO_ROOT.parent / "shared" / "data" / "DRIVE"
-
-
-def test_real_drive_training_at_64() -> None:
-    training = _drive_dir() / "training"
-    if not training.is_dir():
-        pytest.skip(f"DRIVE not found at {training} (set SYNTHMED_DRIVE_DIR)")
-    pairs = load_pairs(training, resolution=64)
+def test_real_drive_training_at_64(drive_dir: Path) -> None:
+    pairs = load_pairs(drive_dir / "training", resolution=64)
     assert len(pairs) == 20
     assert pairs[0].name == "21_training"
     _assert_valid(pairs, 64)
@@ -352,7 +340,7 @@ def test_real_drive_training_at_64() -> None:
         frac = p.mask[p.fov > 0].mean()
         assert 0.05 < frac < 0.2, (p.name, frac)
         assert p.image[p.fov == 0].mean() < 20  # camera border stays dark after the crop
-    test = _drive_dir() / "test"
+    test = drive_dir / "test"
     if (test / "2nd_manual").is_dir():
         second = second_observer(test, resolution=64)
         assert second is not None and len(second) == 20
