@@ -20,7 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, UnidentifiedImageError
+
+from models.transforms import fill_fov
 
 PHANTOM_SOURCE = "phantom"
 PHANTOM_DEFAULT_COUNT = 20
@@ -346,25 +349,12 @@ def _read_binary(path: Path) -> np.ndarray:
 
 
 def _threshold_fov(image: np.ndarray) -> np.ndarray:
-    """FOV from the camera's black border: threshold red, then make it row/column convex.
+    """FOV from the camera's black border: threshold red, then fill its holes.
 
-    The convex fill keeps dark lesions or vessels inside the field from becoming holes.
+    The fill keeps dark lesions or vessels inside the field from becoming holes.
     """
-    bright = image[..., 0] > FOV_THRESHOLD
-    fov = np.zeros(bright.shape, dtype=bool)
-    rows = np.flatnonzero(bright.any(axis=1))
-    if rows.size == 0:
-        return fov.astype(np.uint8)
-    cols_idx = np.arange(bright.shape[1])
-    first = np.where(bright.any(axis=1), bright.argmax(axis=1), bright.shape[1])
-    last = np.where(bright.any(axis=1), bright.shape[1] - 1 - bright[:, ::-1].argmax(axis=1), -1)
-    row_span = (cols_idx[None, :] >= first[:, None]) & (cols_idx[None, :] <= last[:, None])
-    rows_idx = np.arange(bright.shape[0])
-    top = np.where(bright.any(axis=0), bright.argmax(axis=0), bright.shape[0])
-    bottom = np.where(bright.any(axis=0), bright.shape[0] - 1 - bright[::-1].argmax(axis=0), -1)
-    col_span = (rows_idx[:, None] >= top[None, :]) & (rows_idx[:, None] <= bottom[None, :])
-    fov = row_span & col_span
-    return fov.astype(np.uint8)
+    bright = torch.from_numpy(image[..., 0] > FOV_THRESHOLD)
+    return fill_fov(bright).numpy().astype(np.uint8)
 
 
 def _check_same_size(

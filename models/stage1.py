@@ -24,7 +24,7 @@ from models.networks import (
     build_discriminator,
     build_generator,
 )
-from models.transforms import diff_augment
+from models.transforms import diff_augment, fill_fov
 
 CHANNELS = 2  # vessel mask, FOV
 
@@ -99,25 +99,6 @@ def soften_vessels(geometry: Tensor, kernel: Tensor, gain: float) -> Tensor:
     vessels = F.conv2d(F.pad(vessels, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
     vessels = (vessels * gain).clamp(0, 1)
     return torch.cat([vessels * 2 - 1, geometry[:, 1:]], dim=1)
-
-
-def _between_first_and_last(inside: Tensor, dim: int) -> Tensor:
-    """True from the first to the last True along ``dim``, gaps included."""
-    seen_before = inside.cumsum(dim) > 0
-    seen_after = inside.flip(dim).cumsum(dim).flip(dim) > 0
-    return seen_before & seen_after
-
-
-def fill_fov(fov: Tensor) -> Tensor:
-    """A {0, 1} FOV batch with its holes filled: each pixel that lies between FOV pixels
-    both along its row and along its column becomes FOV.
-
-    Every pixel of a hole meets the FOV in all four directions, so every hole fills; a dent
-    in the edge stays. A real field of view is a disc, convex and whole: it stays as it is.
-    """
-    inside = fov > 0
-    filled = _between_first_and_last(inside, -1) & _between_first_and_last(inside, -2)
-    return filled.to(fov.dtype)
 
 
 def decode_geometry(cfg: Stage1Config, geometry: Tensor) -> tuple[Tensor, Tensor]:

@@ -54,6 +54,25 @@ def to_uint8_image(x: Tensor) -> np.ndarray:
 # --------------------------------------------------------------------------- joint geometry
 
 
+def fill_fov(fov: Tensor) -> Tensor:
+    """A {0, 1} (..., H, W) FOV with its holes filled: each pixel that lies between FOV
+    pixels both along its row and along its column becomes FOV. Same dtype as ``fov``.
+
+    Every pixel of a hole meets the FOV in all four directions, so every hole fills; a dent
+    in the edge stays. A real field of view is a disc, convex and whole: it stays as it is.
+    """
+    inside = fov > 0
+    filled = _between_first_and_last(inside, -1) & _between_first_and_last(inside, -2)
+    return filled.to(fov.dtype)
+
+
+def _between_first_and_last(inside: Tensor, dim: int) -> Tensor:
+    """True from the first to the last True along ``dim``, gaps included."""
+    seen_before = inside.cumsum(dim) > 0
+    seen_after = inside.flip(dim).cumsum(dim).flip(dim) > 0
+    return seen_before & seen_after
+
+
 def joint_augment(
     image: Tensor,
     mask: Tensor,

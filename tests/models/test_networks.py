@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -24,7 +23,6 @@ from models.stage1 import (
     build_stage1_discriminator,
     build_stage1_generator,
     decode_geometry,
-    fill_fov,
     gaussian_kernel,
     real_geometry,
     soften_vessels,
@@ -277,36 +275,6 @@ class TestSoftVessels:
             mask, fov01 = decode_geometry(Stage1Config(vessel_threshold=threshold), geometry)
             assert mask.flatten().tolist() == expected
             assert fov01.flatten().tolist() == [1, 1, 1, 0]
-
-    def test_fill_fov_fills_holes_not_dents(self) -> None:
-        fov = torch.tensor(
-            [
-                [0, 0, 0, 0, 0, 0],
-                [0, 1, 1, 1, 0, 0],  # a dent at the right end of a row
-                [0, 1, 0, 0, 1, 0],  # a two-pixel hole
-                [0, 1, 1, 1, 1, 0],
-                [0, 0, 1, 0, 1, 0],  # a dent from below
-                [0, 0, 0, 0, 0, 0],
-            ],
-            dtype=torch.float32,
-        ).view(1, 1, 6, 6)
-        expected = fov.clone()
-        expected[0, 0, 2, 2:4] = 1  # the hole
-        assert torch.equal(fill_fov(fov), expected)
-        # A convex FOV, like a real one, stays as it is.
-        diamond = (torch.arange(5).view(5, 1) - 2).abs() + (torch.arange(5).view(1, 5) - 2).abs()
-        diamond = (diamond <= 2).float().view(1, 1, 5, 5)
-        assert torch.equal(fill_fov(diamond), diamond)
-        assert fill_fov(torch.zeros(1, 1, 4, 4)).sum() == 0
-
-    def test_phantom_fovs_are_already_filled(self) -> None:
-        _, _, fovs = to_tensor(load_pairs("phantom", resolution=64, limit=4))
-        assert torch.equal(fill_fov(fovs), fovs)
-
-    def test_drive_fovs_are_already_filled(self, drive_dir: Path) -> None:
-        for resolution in (128, 512):
-            _, _, fovs = to_tensor(load_pairs(drive_dir / "training", resolution=resolution))
-            assert torch.equal(fill_fov(fovs), fovs)
 
     def test_decoding_fills_the_fov_where_the_config_asks(self) -> None:
         fov = -torch.ones(1, 1, 5, 5)

@@ -1,9 +1,18 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+from models.data import load_pairs
 from models.phantom import phantom_pairs
-from models.transforms import diff_augment, joint_augment, to_tensor, to_uint8_image
+from models.transforms import (
+    diff_augment,
+    fill_fov,
+    joint_augment,
+    to_tensor,
+    to_uint8_image,
+)
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -129,3 +138,36 @@ def test_diff_augment_cutout_zeroes_a_square() -> None:
     y = diff_augment(x, "cutout", _gen(3))
     zeros = (y == 0).flatten(1).sum(1)
     assert (zeros > 0).all() and (zeros <= 64).all()
+
+
+def test_fill_fov_fills_holes_not_dents() -> None:
+    fov = torch.tensor(
+        [
+            [0, 0, 0, 0, 0, 0],
+            [0, 1, 1, 1, 0, 0],  # a dent at the right end of a row
+            [0, 1, 0, 0, 1, 0],  # a two-pixel hole
+            [0, 1, 1, 1, 1, 0],
+            [0, 0, 1, 0, 1, 0],  # a dent from below
+            [0, 0, 0, 0, 0, 0],
+        ],
+        dtype=torch.float32,
+    ).view(1, 1, 6, 6)
+    expected = fov.clone()
+    expected[0, 0, 2, 2:4] = 1  # the hole
+    assert torch.equal(fill_fov(fov), expected)
+    # A convex FOV, like a real one, stays as it is.
+    diamond = (torch.arange(5).view(5, 1) - 2).abs() + (torch.arange(5).view(1, 5) - 2).abs()
+    diamond = (diamond <= 2).float().view(1, 1, 5, 5)
+    assert torch.equal(fill_fov(diamond), diamond)
+    assert fill_fov(torch.zeros(1, 1, 4, 4)).sum() == 0
+
+
+def test_phantom_fovs_are_already_filled() -> None:
+    _, _, fovs = to_tensor(load_pairs("phantom", resolution=64, limit=4))
+    assert torch.equal(fill_fov(fovs), fovs)
+
+
+def test_drive_fovs_are_already_filled(drive_dir: Path) -> None:
+    for resolution in (128, 512):
+        _, _, fovs = to_tensor(load_pairs(drive_dir / "training", resolution=resolution))
+        assert torch.equal(fill_fov(fovs), fovs)
