@@ -74,6 +74,9 @@ class Stage1Config:
     # Fill the holes in each sample's FOV when decoding it (``fill_fov``); pipelines
     # trained before it keep their FOVs as drawn.
     fill_fov: bool = False
+    # Stage I stops training after this many steps while Stage II trains on, because the
+    # two want different lengths; 0: Stage I trains as long as the run.
+    train_steps: int = 0
 
     def __post_init__(self) -> None:
         _check(self.z_dim > 0, "stage1.z_dim must be positive")
@@ -95,6 +98,7 @@ class Stage1Config:
         _check(self.soft_gain >= 1, "stage1.soft_gain must be >= 1")
         _check(-1 < self.vessel_threshold < 1, "stage1.vessel_threshold must be in (-1, 1)")
         _check(1 <= self.d_scales <= 3, "stage1.d_scales must be 1, 2 or 3")
+        _check(self.train_steps >= 0, "stage1.train_steps must be >= 0")
 
 
 @dataclass(frozen=True)

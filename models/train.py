@@ -1,7 +1,9 @@
 """Train both stages of a pipeline, with progress, checkpoint and sample callbacks.
 
 The two stages are trained interleaved: every step draws one augmented batch of real
-(image, mask, FOV) and takes a Stage I step on its geometry and a Stage II step on the pair.
+(image, mask, FOV) and takes a Stage I step on its geometry and a Stage II step on the pair,
+until Stage I's own step count (``Stage1Config.train_steps``) is reached; from there on
+Stage II trains alone.
 The stages are independent (Stage II learns from real masks, as in the paper), so
 interleaving costs nothing over training them one after the other, and it buys three
 things: one progress bar and one step count, a checkpoint at any step that is a complete,
@@ -179,7 +181,9 @@ def train_pipeline(
             losses=losses,
         )
 
+    stage1_steps = config.stage1.train_steps
     sums: dict[str, Tensor] = {}
+    counts: dict[str, int] = {}
     since, t0 = 0, time.perf_counter()
     last_losses: dict[str, float] = dict(resume.losses) if resume is not None else {}
     for step in range(start + 1, steps + 1):
@@ -190,7 +194,9 @@ def train_pipeline(
             idx = torch.randint(0, n, (batch,), generator=rngs["data"])
         idx = idx.to(dev)
         img, msk, fov = joint_augment(images[idx], masks[idx], fovs[idx], rngs["data"])
-        out = s1.step(runtime.tensor(real_geometry(msk, fov)), rngs["stage1"])
+        out = {}
+        if stage1_steps == 0 or step <= stage1_steps:
+            out = s1.step(runtime.tensor(real_geometry(msk, fov)), rngs["stage1"])
         out |= s2.step(
             runtime.tensor(condition(config.stage2, msk, fov)),
             runtime.tensor(img),
@@ -198,12 +204,14 @@ def train_pipeline(
         )
         for k, v in out.items():
             sums[k] = sums[k] + v if k in sums else v
+            counts[k] = counts.get(k, 0) + 1
         since += 1
 
         last = step == steps
         if since and (last or (progress_every > 0 and step % progress_every == 0)):
             # Averaging on the device and syncing once per report keeps CUDA steps async.
-            last_losses = {k: float(v) / since for k, v in sums.items()}
+            # Merged, so a stage that has stopped training keeps reporting its last losses.
+            last_losses = last_losses | {k: float(v) / counts[k] for k, v in sums.items()}
             elapsed = time.perf_counter() - t0
             if on_progress is not None:
                 on_progress(
@@ -214,7 +222,7 @@ def train_pipeline(
                         images_per_s=since * batch / elapsed if elapsed > 0 else 0.0,
                     )
                 )
-            sums, since, t0 = {}, 0, time.perf_counter()
+            sums, counts, since, t0 = {}, {}, 0, time.perf_counter()
         if on_samples is not None and (last or (sample_every > 0 and step % sample_every == 0)):
             on_samples(step, sample_grid(s1.generator, s2.generator, config, grid_z))
         if on_checkpoint is not None and checkpoint_every > 0 and step % checkpoint_every == 0:

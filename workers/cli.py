@@ -73,7 +73,7 @@ def train(
     ] = "phantom",
     resolution: Annotated[int, typer.Option(help="Training resolution, 64 to 512.")] = 64,
     config: Annotated[str, typer.Option(help="Recipe: 'default' (tuned) or 'paper'.")] = "default",
-    steps: Annotated[int, typer.Option(min=1, help="Training steps (both stages).")] = 900,
+    steps: Annotated[int, typer.Option(min=1, help="Steps; Stage I may stop first.")] = 900,
     seed: Annotated[int, typer.Option(help="Seed; runs repeat on one device and core count.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     name: Annotated[str | None, typer.Option(help="Pipeline name shown on dataset cards.")] = None,

@@ -310,6 +310,8 @@ class TestSoftVessels:
             Stage1Config(soft_sigma=-1)
         with pytest.raises(ValueError, match="soft_gain"):
             Stage1Config(soft_gain=0.5)
+        with pytest.raises(ValueError, match="train_steps"):
+            Stage1Config(train_steps=-1)
 
 
 class TestRuntimeSwitches:

@@ -98,6 +98,40 @@ class TestTraining:
         for k, v in segmenter.state_dict().items():
             assert torch.equal(v, before[k]), k  # running stats included: eval mode
 
+    def test_stage1_stops_at_its_own_step_count(self, pairs: list[FundusPair]) -> None:
+        cfg = tiny_config()
+        stopping = dataclasses.replace(cfg, stage1=dataclasses.replace(cfg.stage1, train_steps=2))
+        reports: list[TrainProgress] = []
+        run = train_pipeline(
+            pairs,
+            stopping,
+            steps=4,
+            seed=5,
+            device="cpu",
+            on_progress=reports.append,
+            progress_every=1,
+        )
+        stage1_alone = train_pipeline(pairs, cfg, steps=2, seed=5, device="cpu")
+        both_on = train_pipeline(pairs, cfg, steps=4, seed=5, device="cpu")
+        for k, v in weights(run).items():
+            # Stage I is where two steps left it (EMA and discriminator included); Stage II
+            # trained all four on the same batches as a run where Stage I never stopped.
+            expected = weights(stage1_alone if k.startswith("stage1") else both_on)[k]
+            assert torch.equal(v, expected), k
+        assert not torch.equal(
+            next(run.stage2_generator.parameters()),
+            next(stage1_alone.stage2_generator.parameters()),
+        )
+        stage1_keys = ("stage1_d", "stage1_g")
+        assert [r.step for r in reports] == [1, 2, 3, 4]
+        # A stopped stage reports the losses of its last step.
+        for r in reports[2:]:
+            assert {k: r.losses[k] for k in stage1_keys} == {
+                k: reports[1].losses[k] for k in stage1_keys
+            }
+            assert r.losses["stage2_l1"] != reports[1].losses["stage2_l1"]
+        assert run.losses["stage1_g"] == reports[1].losses["stage1_g"]
+
     def test_paper_config_trains(self, pairs: list[FundusPair]) -> None:
         cfg = tiny_config("paper")
         p = train_pipeline(pairs, cfg, steps=2, device="cpu")
