@@ -1,7 +1,7 @@
 """Pipeline checkpoints as bytes, so callers can put them in object storage.
 
 A checkpoint is ``torch.save`` of a dict of tensors and plain types only (config dict,
-fingerprint, step count, state dicts, optimiser and RNG states), loaded back with
+fingerprint, step count, state dicts, optimiser and RNG states, appearance model), loaded back with
 ``weights_only=True``: opening one never runs code from the file.
 """
 
@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from models.appearance import AppearanceModel
 from models.config import PipelineConfig
 from models.networks import resolve_device
 from models.stage1 import build_stage1_discriminator, build_stage1_generator
@@ -45,6 +46,8 @@ def save_pipeline(p: TrainedPipeline) -> bytes:
         payload["stage2_discriminator"] = _state(p.stage2_discriminator)
     if p.optimizer_states:
         payload["optimizers"] = {k: _to_cpu(v) for k, v in p.optimizer_states.items()}
+    if p.appearance is not None:
+        payload["appearance"] = p.appearance.to_state()
     if p.rng_states:
         payload["rng"] = {k: v.detach().cpu().clone() for k, v in p.rng_states.items()}
     buf = io.BytesIO()
@@ -99,6 +102,11 @@ def load_pipeline(
                 payload,
                 "stage2_discriminator",
             )
+        appearance = None
+        if "appearance" in payload:
+            appearance = AppearanceModel.from_state(payload["appearance"])
+        elif config.stage2.appearance:
+            raise CheckpointError("checkpoint's config asks for an appearance model it lacks")
         return TrainedPipeline(
             config=config,
             stage1_generator=s1g.to(dev),
@@ -110,6 +118,7 @@ def load_pipeline(
             optimizer_states=dict(payload.get("optimizers", {})),
             rng_states=dict(payload.get("rng", {})),
             losses={k: float(v) for k, v in payload.get("losses", {}).items()},
+            appearance=appearance,
         )
     except CheckpointError:
         raise

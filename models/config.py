@@ -124,6 +124,9 @@ class Stage2Config:
     # in the generated image (BCE + Dice inside the FOV). 0 turns it off, as in the paper.
     seg_weight: float = 0.0
     seg_steps: int = 400
+    # Give each generated image its own colouring, drawn from a Gaussian fitted to the
+    # training images' per-channel means and stds inside the FOV (``models.appearance``).
+    appearance: bool = False
 
     def __post_init__(self) -> None:
         _check(self.depth >= 1, "stage2.depth must be >= 1")
@@ -283,6 +286,7 @@ def named_config(name: str, *, resolution: int) -> PipelineConfig:
             # I's masks turn into a mesh; Stage II would want more steps than Stage I gets.
             seg_weight=5.0,
             seg_steps=400,
+            appearance=True,
         ),
         batch_size=8,
     )

@@ -1,8 +1,9 @@
 """Generation: noise -> Stage I (mask, FOV) -> Stage II image, reproducible per sample.
 
-Sample ``i`` of a run with seed ``s`` draws its noise from its own generator seeded by
-``sample_seed(s, i)``, and both stages run in eval mode (batch norm uses its running
-statistics), so a sample does not depend on ``start``, ``batch_size`` or its batch-mates.
+Sample ``i`` of a run with seed ``s`` draws its noise (and its colouring, where the pipeline
+has an appearance model) from generators seeded by ``sample_seed(s, i)``, and both stages
+run in eval mode (batch norm uses its running statistics), so a sample does not depend on
+``start``, ``batch_size`` or its batch-mates.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from models.appearance import restyle
 from models.config import PipelineConfig, Stage1Config
 from models.data import FundusPair
 from models.networks import Runtime, resolve_device
@@ -65,11 +67,13 @@ def synthesize(
     config: PipelineConfig,
     z: Tensor,
     runtime: Runtime,
+    appearance: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Noise -> (images in [-1, 1] with black outside the FOV, masks, FOVs in {0, 1}).
 
     The networks (modules or their compiled callables) must already be in eval mode and on
-    ``runtime.device``.
+    ``runtime.device``. ``appearance``, one row per sample (``AppearanceModel.draw``),
+    restyles each image to it.
     """
     with runtime.autocast():
         geometry = stage1(runtime.tensor(z)).float()
@@ -77,6 +81,8 @@ def synthesize(
     with runtime.autocast():
         image = stage2(runtime.tensor(condition(config.stage2, mask, fov))).float()
     image = torch.where(fov > 0, image.clamp(-1.0, 1.0), torch.full_like(image, -1.0))
+    if appearance is not None:
+        image = restyle(image, fov, appearance)
     return image, mask, fov
 
 
@@ -103,6 +109,8 @@ def generate(
         raise ValueError(f"count and start must be >= 0, got count={count}, start={start}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if pipeline.config.stage2.appearance and pipeline.appearance is None:
+        raise ValueError("the pipeline's config asks for an appearance model it does not have")
     if device is None:
         dev = next(pipeline.stage1_generator.parameters()).device
     else:
@@ -115,11 +123,16 @@ def generate(
     for first in range(start, start + count, batch_size):
         indices = range(first, min(first + batch_size, start + count))
         z = sample_noise_for(cfg.stage1, seed, indices)
+        looks = None
+        if pipeline.appearance is not None:
+            looks = pipeline.appearance.draw([sample_seed(seed, i) for i in indices])
         if runtime.compile and len(z) < rows:
             # One batch shape for compiled networks: a short last batch would compile anew.
             # Eval-mode samples do not depend on their batch-mates, so padding is harmless.
             z = torch.cat([z, z.new_zeros((rows - len(z), *z.shape[1:]))])
-        image, mask, fov = synthesize(stage1, stage2, cfg, z, runtime)
+            if looks is not None:
+                looks = torch.cat([looks, looks.new_zeros((rows - len(looks), looks.shape[1]))])
+        image, mask, fov = synthesize(stage1, stage2, cfg, z, runtime, looks)
         images = to_uint8_images(image)
         masks = mask[:, 0].to(torch.uint8).cpu().numpy()
         fovs = fov[:, 0].to(torch.uint8).cpu().numpy()

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from models.appearance import AppearanceModel
 from models.config import PipelineConfig
 from models.data import FundusPair, fingerprint
 from models.evaluate.segmenter import train_segmenter
@@ -66,6 +67,8 @@ class TrainedPipeline:
     optimizer_states: dict[str, dict[str, Any]] = field(default_factory=dict)
     rng_states: dict[str, Tensor] = field(default_factory=dict)
     losses: dict[str, float] = field(default_factory=dict)
+    # Fitted to the training images when the config asks for it (Stage2Config.appearance).
+    appearance: AppearanceModel | None = None
 
     @property
     def resolution(self) -> int:
@@ -158,7 +161,9 @@ def train_pipeline(
     s2.generator.train()
     s2.discriminator.train()
 
-    images, masks, fovs = (t.to(dev) for t in to_tensor(pairs))
+    images, masks, fovs = to_tensor(pairs)
+    appearance = AppearanceModel.fit(images, fovs) if config.stage2.appearance else None
+    images, masks, fovs = images.to(dev), masks.to(dev), fovs.to(dev)
     n, batch = images.shape[0], config.batch_size
     grid_z = grid_noise(config, seed)
 
@@ -179,6 +184,7 @@ def train_pipeline(
             },
             rng_states={name: g.get_state() for name, g in rngs.items()},
             losses=losses,
+            appearance=appearance,
         )
 
     stage1_steps = config.stage1.train_steps
