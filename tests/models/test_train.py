@@ -145,16 +145,22 @@ class TestTraining:
 
 
 class TestResume:
-    @pytest.mark.parametrize(("r1", "seg_weight"), [(0.0, 0.0), (1.0, 0.0), (0.0, 5.0)])
+    @pytest.mark.parametrize(
+        ("r1", "seg_weight", "stage1_steps"),
+        [(0.0, 0.0, 0), (1.0, 0.0, 0), (0.0, 5.0, 0), (0.0, 0.0, 6)],
+    )
     def test_resume_continues_exactly(
-        self, pairs: list[FundusPair], r1: float, seg_weight: float
+        self, pairs: list[FundusPair], r1: float, seg_weight: float, stage1_steps: int
     ) -> None:
         cfg = tiny_config()
         # A lazy R1 penalty every 3 steps: the resumed run must apply it on the same steps.
         # The consistency segmenter is not in the checkpoint: the resume must rebuild it.
+        # Stage I stopping at step 6 must stop there in the resumed run too.
         cfg = dataclasses.replace(
             cfg,
-            stage1=dataclasses.replace(cfg.stage1, r1_gamma=r1, r1_every=3),
+            stage1=dataclasses.replace(
+                cfg.stage1, r1_gamma=r1, r1_every=3, train_steps=stage1_steps
+            ),
             stage2=dataclasses.replace(cfg.stage2, seg_weight=seg_weight, seg_steps=3),
         )
         checkpoints: list[bytes] = []
