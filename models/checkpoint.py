@@ -1,8 +1,8 @@
 """Pipeline checkpoints as bytes, so callers can put them in object storage.
 
 A checkpoint is ``torch.save`` of a dict of tensors and plain types only (config dict,
-fingerprint, step count, state dicts, optimiser and RNG states, appearance model), loaded back with
-``weights_only=True``: opening one never runs code from the file.
+fingerprint, step count, state dicts, optimiser and RNG states, appearance model), loaded
+back with ``weights_only=True``: opening one never runs code from the file.
 """
 
 from __future__ import annotations

@@ -288,7 +288,7 @@ def named_config(name: str, *, resolution: int) -> PipelineConfig:
             # its segmenter trained for 1,200 steps, and 0.688 with lambda_l1 10 (pinker
             # vessels, seed spread 0.028): none closes the gap to the real images. Training
             # longer does, slowly: 0.698 after 2,000 steps and 0.704 after 4,000, where Stage
-            # I's masks turn into a mesh; Stage II would want more steps than Stage I gets.
+            # I's masks turn into a mesh: hence Stage I's own train_steps.
             seg_weight=5.0,
             seg_steps=400,
             # DRIVE at 128 px, one 2,000-step pipeline (seed 0), 64 samples, TSTR 200 steps,

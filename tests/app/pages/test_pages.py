@@ -167,6 +167,24 @@ class TestDatasetPage:
         assert published.pipeline.training_data in html
         assert published.pipeline.name in html
 
+    def test_method_names_what_the_recipe_did(
+        self, client: TestClient, session: Session, published: Dataset
+    ) -> None:
+        plain = visible_text(client.get(f"/gallery/{published.slug}").text)
+        assert "pix2pix" in plain
+        assert "trained for the first" not in plain and "colouring" not in plain
+        pipeline = published.pipeline
+        pipeline.config = {
+            **pipeline.config,
+            "stage1": {"train_steps": 2000},
+            "stage2": {"appearance": True},
+        }
+        pipeline.steps = 4000
+        session.flush()
+        text = visible_text(client.get(f"/gallery/{published.slug}").text)
+        assert "(it trained for the first 2,000 steps)" in text
+        assert "Each image's colouring" in text
+
     def test_download_commands(self, client: TestClient, published: Dataset) -> None:
         text = visible_text(client.get(f"/gallery/{published.slug}").text)
         site = "http://127.0.0.1:8000"  # the test settings' site_url default
