@@ -11,7 +11,10 @@ asymmetric: KL(P_real || Q_syn) punishes synthetic sets that miss intensities re
 have, KL(Q_syn || P_real) punishes intensities that real images never show.
 
 The real-vs-real baseline splits the real set into two random halves (seeded) and reports
-KL(half A || half B): the floor a perfect generator could hope to reach.
+KL(half A || half B): how far apart two small sets of real images already are. It is a
+scale, not a floor: a large synthetic set whose per-image colours are drawn from the real
+set's spread (``models.appearance``) matches the pooled histograms by construction and can
+fall below it (0.05 nats against 0.18 on DRIVE at 128 px), whatever its vessels look like.
 """
 
 from __future__ import annotations
