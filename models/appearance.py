@@ -15,12 +15,13 @@ aggregates over all training images, never one image's figures.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from models.seeds import stable_seed
 
 STATS = 6  # mean of R, G, B, then std of R, G, B, inside the FOV
 # A target std below one grey level (in [-1, 1] units) would flatten the image.
@@ -59,7 +60,8 @@ class AppearanceModel:
         """One (6,) target per sample, each from a generator seeded by that sample's seed."""
         rows = []
         for seed in sample_seeds:
-            gen = torch.Generator().manual_seed(_appearance_seed(seed))
+            # Its own stream: the sample seed itself would replay the Stage I noise.
+            gen = torch.Generator().manual_seed(stable_seed(f"synthmed-appearance/{seed}"))
             z = torch.randn(STATS, generator=gen, dtype=torch.float64)
             rows.append(self.mean + self.scale_tril @ z)
         if not rows:
@@ -90,9 +92,3 @@ def restyle(images: Tensor, fovs: Tensor, targets: Tensor) -> Tensor:
     scaled = (images.double() - mean) / std.clamp_min(MIN_STD) * t_std + t_mean
     out = torch.where(fovs > 0, scaled.clamp(-1.0, 1.0), torch.full_like(scaled, -1.0))
     return out.to(images.dtype)
-
-
-def _appearance_seed(sample_seed: int) -> int:
-    # Its own stream: seeding with the sample seed itself would replay the Stage I noise.
-    digest = hashlib.blake2b(f"synthmed-appearance/{sample_seed}".encode(), digest_size=8)
-    return int.from_bytes(digest.digest(), "little") & (2**63 - 1)

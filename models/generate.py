@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -23,6 +22,7 @@ from models.appearance import restyle
 from models.config import PipelineConfig, Stage1Config
 from models.data import FundusPair
 from models.networks import Runtime, resolve_device
+from models.seeds import stable_seed
 from models.stage1 import decode_geometry, sample_noise
 from models.stage2 import condition
 from models.transforms import to_uint8_images
@@ -44,8 +44,7 @@ def sample_seed(seed: int, index: int) -> int:
     """The seed of sample ``index`` in a run with ``seed``: stable across versions and hosts."""
     if index < 0:
         raise ValueError(f"sample index must be >= 0, got {index}")
-    digest = hashlib.blake2b(f"synthmed-sample/{seed}/{index}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & (2**63 - 1)
+    return stable_seed(f"synthmed-sample/{seed}/{index}")
 
 
 def sample_noise_for(cfg: Stage1Config, seed: int, indices: range) -> Tensor:
@@ -129,9 +128,8 @@ def generate(
         if runtime.compile and len(z) < rows:
             # One batch shape for compiled networks: a short last batch would compile anew.
             # Eval-mode samples do not depend on their batch-mates, so padding is harmless.
-            z = torch.cat([z, z.new_zeros((rows - len(z), *z.shape[1:]))])
-            if looks is not None:
-                looks = torch.cat([looks, looks.new_zeros((rows - len(looks), looks.shape[1]))])
+            z = _pad_rows(z, rows)
+            looks = None if looks is None else _pad_rows(looks, rows)
         image, mask, fov = synthesize(stage1, stage2, cfg, z, runtime, looks)
         images = to_uint8_images(image)
         masks = mask[:, 0].to(torch.uint8).cpu().numpy()
@@ -140,6 +138,10 @@ def generate(
             yield GeneratedSample(
                 index=i, seed=sample_seed(seed, i), image=images[j], mask=masks[j], fov=fovs[j]
             )
+
+
+def _pad_rows(x: Tensor, rows: int) -> Tensor:
+    return torch.cat([x, x.new_zeros((rows - len(x), *x.shape[1:]))])
 
 
 def generate_pairs(

@@ -16,7 +16,6 @@ checkpoints, so a resumed run continues exactly as an uninterrupted one would.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from models.data import FundusPair, fingerprint
 from models.evaluate.segmenter import train_segmenter
 from models.generate import noise_batch, sample_grid
 from models.networks import Runtime, resolve_device
+from models.seeds import stable_seed
 from models.stage1 import DCGAN, real_geometry
 from models.stage2 import Pix2Pix, condition
 from models.transforms import joint_augment, to_tensor
@@ -90,8 +90,7 @@ RNGS = ("data", "stage1", "stage2")
 
 def derive_seed(seed: int, purpose: str) -> int:
     """A stable 63-bit seed per purpose, so the streams do not overlap."""
-    digest = hashlib.blake2b(f"{seed}/{purpose}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & (2**63 - 1)
+    return stable_seed(f"{seed}/{purpose}")
 
 
 def train_pipeline(
