@@ -1,0 +1,99 @@
+"""bench/drive_table.py evaluates a saved pipeline instead of training one (``--pipeline``).
+
+The data is a DRIVE-layout folder of phantoms, so the test runs without the real dataset.
+"""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.checkpoint import load_pipeline, save_pipeline
+from models.data import FundusPair, load_pairs
+from models.generate import generate_pairs
+from models.phantom import phantom_pairs
+from models.train import train_pipeline
+from tests.tiny import SIZE, tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _drive_table():
+    spec = importlib.util.spec_from_file_location("drive_table", ROOT / "bench/drive_table.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write_split(folder: Path, kind: str, pairs: list[FundusPair], first: int) -> None:
+    for sub in ("images", "1st_manual", "mask"):
+        (folder / sub).mkdir(parents=True)
+    for number, p in enumerate(pairs, start=first):
+        Image.fromarray(p.image).save(folder / "images" / f"{number:02d}_{kind}.tif")
+        Image.fromarray(p.mask * 255).save(folder / "1st_manual" / f"{number:02d}_manual1.gif")
+        Image.fromarray(p.fov * 255).save(folder / "mask" / f"{number:02d}_{kind}_mask.gif")
+
+
+@pytest.fixture
+def drive(tmp_path: Path) -> Path:
+    root = tmp_path / "DRIVE"
+    _write_split(root / "training", "training", phantom_pairs(4, size=SIZE, seed=0), 21)
+    _write_split(root / "test", "test", phantom_pairs(3, size=SIZE, seed=7), 1)
+    return root
+
+
+def _checkpoint(pairs: list[FundusPair], path: Path) -> Path:
+    pipeline = train_pipeline(pairs, tiny_config(), steps=2, seed=0, device="cpu")
+    path.write_bytes(save_pipeline(pipeline))
+    return path
+
+
+FAST_EVAL = ["--count", "4", "--tstr-steps", "50", "--batch", "2", "--crop", "32", "--width", "4"]
+
+
+def test_evaluates_a_saved_pipeline_without_training(drive: Path, tmp_path: Path) -> None:
+    train = load_pairs(drive / "training", resolution=SIZE)
+    ckpt = _checkpoint(train, tmp_path / "pipeline.pt")
+    out = tmp_path / "out"
+
+    _drive_table().main(
+        ["--drive", str(drive), "--pipeline", str(ckpt), "--out", str(out)] + FAST_EVAL
+    )
+
+    assert not list(out.glob("grid_*.png")), "it trained instead of loading the checkpoint"
+    rows = {r["name"]: r for r in json.loads((out / "metrics.json").read_text())}
+    assert rows["tstr_f1_real"]["value"] is not None
+    assert rows["memorisation_passed"]["value"] in (0.0, 1.0)
+    assert "F1, U-Net trained on synthetic" in (out / "table.txt").read_text()
+    # The samples on the sheet are the checkpoint's own (64 px tiles are not resized).
+    own = generate_pairs(load_pipeline(ckpt.read_bytes()), count=4, seed=0)
+    sheet = np.asarray(Image.open(out / "samples.png"))
+    assert np.array_equal(sheet, np.concatenate([s.image for s in own], axis=1))
+
+
+def test_refuses_a_pipeline_trained_on_other_data(
+    drive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = _checkpoint(phantom_pairs(4, size=SIZE, seed=3), tmp_path / "other.pt")
+    with pytest.raises(SystemExit) as exit_info:
+        _drive_table().main(
+            ["--drive", str(drive), "--pipeline", str(ckpt), "--out", str(tmp_path / "o")]
+        )
+    assert exit_info.value.code == 2
+    assert "was not trained on" in capsys.readouterr().err
+
+
+def test_refuses_a_file_that_is_no_checkpoint(
+    drive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit):
+        _drive_table().main(
+            ["--drive", str(drive), "--pipeline", str(bad), "--out", str(tmp_path / "o")]
+        )
+    assert "not a readable pipeline checkpoint" in capsys.readouterr().err
