@@ -156,6 +156,8 @@ def main(argv: list[str] | None = None) -> None:
         "--pipeline", type=Path, help="evaluate this checkpoint (from --save) instead of training"
     )
     args = parser.parse_args(argv)
+    if args.save and args.pipeline is not None:
+        parser.error("--save keeps a pipeline this run trains; --pipeline trains none")
 
     device = resolve_device(args.device)
     pipeline = None
@@ -167,22 +169,25 @@ def main(argv: list[str] | None = None) -> None:
         # The checkpoint knows its resolution; the data is read at it.
         args.resolution = pipeline.resolution
     args.crop = args.crop or args.resolution // 2
-    args.out.mkdir(parents=True, exist_ok=True)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     log(f"device {name}; torch {torch.__version__}")
     train = load_pairs(args.drive / "training", resolution=args.resolution)
     test = load_pairs(args.drive / "test", resolution=args.resolution)
     observer = second_observer(args.drive / "test", resolution=args.resolution)
+    if pipeline is not None and pipeline.data_fingerprint != fingerprint(train):
+        # The audit and the real arm would then measure it against data it never saw.
+        parser.error(f"--pipeline {args.pipeline} was not trained on {args.drive / 'training'}")
+    args.out.mkdir(parents=True, exist_ok=True)
 
     if pipeline is None:
         t0 = time.perf_counter()
         pipeline = train_for(train, args, device, args.out)
         log(f"trained {pipeline.steps_done} steps in {time.perf_counter() - t0:.0f} s")
         if args.save:
-            (args.out / "pipeline.pt").write_bytes(save_pipeline(pipeline))
-    elif pipeline.data_fingerprint != fingerprint(train):
-        # The audit and the real arm would then measure it against data it never saw.
-        parser.error(f"--pipeline {args.pipeline} was not trained on {args.drive / 'training'}")
+            # Renamed into place, so a run killed mid-write leaves no truncated pipeline.pt.
+            partial = args.out / "pipeline.pt.partial"
+            partial.write_bytes(save_pipeline(pipeline))
+            partial.replace(args.out / "pipeline.pt")
     else:
         log(f"evaluating {args.pipeline}: {pipeline.config.name}, {pipeline.steps_done} steps")
 

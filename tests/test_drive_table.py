@@ -3,7 +3,6 @@
 The data is a DRIVE-layout folder of phantoms, so the test runs without the real dataset.
 """
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -16,17 +15,12 @@ from models.data import FundusPair, load_pairs
 from models.generate import generate_pairs
 from models.phantom import phantom_pairs
 from models.train import train_pipeline
+from tests.scripts import load_script
 from tests.tiny import SIZE, tiny_config
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _drive_table():
-    spec = importlib.util.spec_from_file_location("drive_table", ROOT / "bench/drive_table.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench/drive_table.py")
 
 
 def _write_split(folder: Path, kind: str, pairs: list[FundusPair], first: int) -> None:
@@ -85,6 +79,7 @@ def test_refuses_a_pipeline_trained_on_other_data(
         )
     assert exit_info.value.code == 2
     assert "was not trained on" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_refuses_a_file_that_is_no_checkpoint(
@@ -97,3 +92,30 @@ def test_refuses_a_file_that_is_no_checkpoint(
             ["--drive", str(drive), "--pipeline", str(bad), "--out", str(tmp_path / "o")]
         )
     assert "not a readable pipeline checkpoint" in capsys.readouterr().err
+
+
+def test_save_keeps_the_trained_pipeline(drive: Path, tmp_path: Path) -> None:
+    script = _drive_table()
+    # The narrow recipe: what is tested is the saving, not the default recipe's training time.
+    script.named_config = lambda name, *, resolution: tiny_config(name)
+    out = tmp_path / "out"
+    args = ["--drive", str(drive), "--resolution", str(SIZE), "--steps", "1", "--save"]
+    script.main(args + ["--out", str(out)] + FAST_EVAL)
+
+    saved = load_pipeline((out / "pipeline.pt").read_bytes())
+    assert saved.steps_done == 1
+    assert saved.resumable
+    assert not list(out.glob("*.partial"))
+    own = generate_pairs(saved, count=4, seed=0)
+    sheet = np.asarray(Image.open(out / "samples.png"))
+    assert np.array_equal(sheet, np.concatenate([s.image for s in own], axis=1))
+
+
+def test_save_with_pipeline_is_refused(
+    drive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--drive", str(drive), "--pipeline", "x.pt", "--save", "--out", str(tmp_path / "o")]
+    with pytest.raises(SystemExit):
+        _drive_table().main(args)
+    assert "--pipeline trains none" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -1,4 +1,3 @@
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,16 +9,11 @@ from models.evaluate.inception import FIDInceptionV3, InceptionWeightsError
 from models.evaluate.report import Metric, evaluate_dataset
 from models.evaluate.tstr import ARMS
 from models.phantom import phantom_pairs
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.scripts import load_script
 
 
 def _paper_table():
-    spec = importlib.util.spec_from_file_location("paper_table", ROOT / "bench/paper_table.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench/paper_table.py")
 
 
 class TestMetric:
