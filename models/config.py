@@ -233,11 +233,11 @@ def named_config(name: str, *, resolution: int) -> PipelineConfig:
             # The average generates with the live network's batch-norm statistics. Giving it
             # its own (BigGAN's standing statistics, 512 noise draws) drew thicker vessels and
             # scored synthetic-only F1 0.688 +- 0.009 against 0.686 +- 0.011 (DRIVE 128 px,
-            # seed 0, 2,000 steps, TSTR 200 steps, 4 seeds); so did nothing else tried when
-            # sampling: the best of 8 noises per sample by Stage I's discriminator 0.680,
-            # noise scaled by 0.8 0.684 (vessel fraction 0.097), Stage II's statistics taken
-            # from Stage I's masks 0.679 or from the real masks 0.687. The live network alone
-            # draws blobs.
+            # seed 0, 2,000 steps, TSTR 200 steps, 4 seeds): inside the spread. Nor did
+            # anything else tried when sampling do better: the best of 8 noises per sample by
+            # Stage I's discriminator 0.680, noise scaled by 0.8 0.684 (vessel fraction
+            # 0.097), Stage II's statistics taken from Stage I's masks 0.679 or from the real
+            # masks 0.687. The live network alone draws blobs.
             ema=0.995,
             d_spectral_norm=True,
             # Tried at 128 px on DRIVE: sigma 0.5 drew thinner but more fragmented vessels.
