@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from models.checkpoint import CheckpointError, load_pipeline, save_pipeline  # noqa: E402
+from models.checkpoint import CheckpointError, load_pipeline, write_pipeline  # noqa: E402
 from models.config import CONFIG_NAMES, named_config  # noqa: E402
 from models.data import FundusPair, fingerprint, load_pairs, second_observer  # noqa: E402
 from models.evaluate.report import evaluate_dataset  # noqa: E402
@@ -184,10 +184,7 @@ def main(argv: list[str] | None = None) -> None:
         pipeline = train_for(train, args, device, args.out)
         log(f"trained {pipeline.steps_done} steps in {time.perf_counter() - t0:.0f} s")
         if args.save:
-            # Renamed into place, so a run killed mid-write leaves no truncated pipeline.pt.
-            partial = args.out / "pipeline.pt.partial"
-            partial.write_bytes(save_pipeline(pipeline))
-            partial.replace(args.out / "pipeline.pt")
+            write_pipeline(pipeline, args.out / "pipeline.pt")
     else:
         log(f"evaluating {args.pipeline}: {pipeline.config.name}, {pipeline.steps_done} steps")
 

@@ -8,6 +8,7 @@ back with ``weights_only=True``: opening one never runs code from the file.
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -53,6 +54,14 @@ def save_pipeline(p: TrainedPipeline) -> bytes:
     buf = io.BytesIO()
     torch.save(payload, buf)
     return buf.getvalue()
+
+
+def write_pipeline(p: TrainedPipeline, path: Path) -> None:
+    """Save ``p`` to a local file, renamed into place: a run killed mid-write leaves the
+    previous file (or none), never a truncated one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(save_pipeline(p))
+    tmp.replace(path)
 
 
 def load_pipeline(

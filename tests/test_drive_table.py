@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.checkpoint import load_pipeline, save_pipeline
+from models.checkpoint import load_pipeline, write_pipeline
 from models.data import FundusPair, load_pairs
 from models.generate import generate_pairs
 from models.phantom import phantom_pairs
-from models.train import train_pipeline
+from models.train import TrainedPipeline, train_pipeline
 from tests.scripts import load_script
 from tests.tiny import SIZE, tiny_config
 
@@ -42,8 +42,15 @@ def drive(tmp_path: Path) -> Path:
 
 def _checkpoint(pairs: list[FundusPair], path: Path) -> Path:
     pipeline = train_pipeline(pairs, tiny_config(), steps=2, seed=0, device="cpu")
-    path.write_bytes(save_pipeline(pipeline))
+    write_pipeline(pipeline, path)
     return path
+
+
+def _assert_sheet_shows(out: Path, pipeline: TrainedPipeline) -> None:
+    """samples.png holds the pipeline's own first samples (64 px tiles are not resized)."""
+    own = generate_pairs(pipeline, count=4, seed=0)
+    sheet = np.asarray(Image.open(out / "samples.png"))
+    assert np.array_equal(sheet, np.concatenate([s.image for s in own], axis=1))
 
 
 FAST_EVAL = ["--count", "4", "--tstr-steps", "50", "--batch", "2", "--crop", "32", "--width", "4"]
@@ -63,10 +70,7 @@ def test_evaluates_a_saved_pipeline_without_training(drive: Path, tmp_path: Path
     assert rows["tstr_f1_real"]["value"] is not None
     assert rows["memorisation_passed"]["value"] in (0.0, 1.0)
     assert "F1, U-Net trained on synthetic" in (out / "table.txt").read_text()
-    # The samples on the sheet are the checkpoint's own (64 px tiles are not resized).
-    own = generate_pairs(load_pipeline(ckpt.read_bytes()), count=4, seed=0)
-    sheet = np.asarray(Image.open(out / "samples.png"))
-    assert np.array_equal(sheet, np.concatenate([s.image for s in own], axis=1))
+    _assert_sheet_shows(out, load_pipeline(ckpt.read_bytes()))
 
 
 def test_refuses_a_pipeline_trained_on_other_data(
@@ -105,10 +109,8 @@ def test_save_keeps_the_trained_pipeline(drive: Path, tmp_path: Path) -> None:
     saved = load_pipeline((out / "pipeline.pt").read_bytes())
     assert saved.steps_done == 1
     assert saved.resumable
-    assert not list(out.glob("*.partial"))
-    own = generate_pairs(saved, count=4, seed=0)
-    sheet = np.asarray(Image.open(out / "samples.png"))
-    assert np.array_equal(sheet, np.concatenate([s.image for s in own], axis=1))
+    assert [f.name for f in out.glob("pipeline.pt*")] == ["pipeline.pt"]
+    _assert_sheet_shows(out, saved)
 
 
 def test_save_with_pipeline_is_refused(

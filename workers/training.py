@@ -16,7 +16,7 @@ from app.db import session_scope
 from app.pipelines.service import pipelines
 from app.settings import DEFAULT_VAR, Settings
 from app.storage import Storage, storage_from_settings
-from models.checkpoint import load_pipeline, save_pipeline
+from models.checkpoint import load_pipeline, save_pipeline, write_pipeline
 from models.config import named_config
 from models.data import fingerprint, load_pairs
 from models.train import TrainedPipeline, TrainProgress, resolve_device, train_pipeline
@@ -61,9 +61,7 @@ def train_and_register(
         previous = load_pipeline(checkpoint.read_bytes(), device=target, expect_config=config)
 
     def save(pipeline: TrainedPipeline) -> None:
-        tmp = checkpoint.with_suffix(".tmp")
-        tmp.write_bytes(save_pipeline(pipeline))
-        tmp.replace(checkpoint)
+        write_pipeline(pipeline, checkpoint)
 
     last_grid: list[bytes] = []
 
