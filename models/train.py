@@ -117,8 +117,9 @@ def train_pipeline(
     gets a uint8 RGB grid: generated masks on the top row, their images below, always from
     the same noise. ``fast`` picks the fast path (see ``Runtime``); ``compile`` adds
     torch.compile on CUDA. Deterministic for a seed on a device with ``fast=False``, and
-    on CPU with either setting, given the same number of threads (reductions split by
-    thread round differently).
+    on CPU with either setting, given the same number of threads and the same CPU model
+    (reductions split by thread, and kernels picked by instruction set, round differently;
+    a GAN's training amplifies those last bits into other samples).
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
