@@ -231,7 +231,8 @@ def named_config(name: str, *, resolution: int) -> PipelineConfig:
             # Stage I trained alone on 32 masks a step instead of 8 (DRIVE 128 px, 2,000
             # steps, painted by one Stage II, TSTR 200 steps, 4 seeds) drew sparser fragments:
             # synthetic-only F1 0.680 against 0.680 for training seed 0 (vessel fraction 0.104
-            # against 0.165) and 0.629 against 0.667 for seed 1 (0.062 against 0.151).
+            # against 0.165) and 0.629 against 0.667 for seed 1 (0.062 against 0.151). An R1
+            # penalty (gamma 1, every 4 steps) gave 0.663 and 0.668: inside the spread.
             g_steps_per_d=1,
             rotate_real=True,
             # The average generates with the live network's batch-norm statistics. Giving it
