@@ -15,6 +15,7 @@ from models.data import FundusPair, load_pairs
 from models.generate import generate_pairs
 from models.phantom import phantom_pairs
 from models.train import TrainedPipeline, train_pipeline
+from tests.drive_layout import write_drive_split
 from tests.scripts import load_script
 from tests.tiny import SIZE, tiny_config
 
@@ -23,20 +24,11 @@ def _drive_table():
     return load_script("bench/drive_table.py")
 
 
-def _write_split(folder: Path, kind: str, pairs: list[FundusPair], first: int) -> None:
-    for sub in ("images", "1st_manual", "mask"):
-        (folder / sub).mkdir(parents=True)
-    for number, p in enumerate(pairs, start=first):
-        Image.fromarray(p.image).save(folder / "images" / f"{number:02d}_{kind}.tif")
-        Image.fromarray(p.mask * 255).save(folder / "1st_manual" / f"{number:02d}_manual1.gif")
-        Image.fromarray(p.fov * 255).save(folder / "mask" / f"{number:02d}_{kind}_mask.gif")
-
-
 @pytest.fixture
 def drive(tmp_path: Path) -> Path:
     root = tmp_path / "DRIVE"
-    _write_split(root / "training", "training", phantom_pairs(4, size=SIZE, seed=0), 21)
-    _write_split(root / "test", "test", phantom_pairs(3, size=SIZE, seed=7), 1)
+    write_drive_split(root / "training", "training", phantom_pairs(4, size=SIZE, seed=0), 21)
+    write_drive_split(root / "test", "test", phantom_pairs(3, size=SIZE, seed=7), 1)
     return root
 
 

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from models.data import DataError, FundusPair, fingerprint, load_pairs, second_observer
+from tests.drive_layout import write_drive_split
 
 # --------------------------------------------------------------------------- fixtures
 
@@ -40,11 +41,8 @@ def _save(arr: np.ndarray, path: Path, **kw: object) -> Path:
 def _write_drive(
     split: Path, numbers: range, kind: str = "training", h: int = 48, w: int = 44
 ) -> None:
-    for i in numbers:
-        image, mask, fov = _fundus(h, w, seed=i)
-        _save(image, split / "images" / f"{i:02d}_{kind}.tif")
-        _save(mask * 255, split / "1st_manual" / f"{i:02d}_manual1.gif")
-        _save(fov * 255, split / "mask" / f"{i:02d}_{kind}_mask.gif")
+    pairs = [FundusPair(f"{i:02d}", *_fundus(h, w, seed=i)) for i in numbers]
+    write_drive_split(split, kind, pairs, first=numbers.start)
 
 
 def _write_generic(
