@@ -308,6 +308,11 @@ def named_config(name: str, *, resolution: int) -> PipelineConfig:
             # vessels, seed spread 0.028): none closes the gap to the real images. Training
             # longer does, slowly: 0.698 after 2,000 steps and 0.704 after 4,000, where Stage
             # I's masks turn into a mesh: hence Stage I's own train_steps.
+            # Nor did other targets for the segmenter (2,000 steps, painted real masks; then
+            # one Stage I's masks): 0.698 and 0.677 as it is; 0.694 and 0.671 asking for the
+            # segmenter's reading of the real image instead of the mask (sensitivity up, to
+            # 0.719, specificity down); 0.703 and 0.677 adding L1 between its encoder's
+            # features of the painted and the real image (weight 10); 0.703 and 0.671 both.
             seg_weight=5.0,
             seg_steps=400,
             # DRIVE at 128 px, one 2,000-step pipeline (seed 0), 64 samples, TSTR 200 steps,
