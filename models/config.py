@@ -308,11 +308,12 @@ def named_config(name: str, *, resolution: int) -> PipelineConfig:
             # vessels, seed spread 0.028): none closes the gap to the real images. Training
             # longer does, slowly: 0.698 after 2,000 steps and 0.704 after 4,000, where Stage
             # I's masks turn into a mesh: hence Stage I's own train_steps.
-            # Nor did other targets for the segmenter (2,000 steps, painted real masks; then
-            # one Stage I's masks): 0.698 and 0.677 as it is; 0.694 and 0.671 asking for the
-            # segmenter's reading of the real image instead of the mask (sensitivity up, to
-            # 0.719, specificity down); 0.703 and 0.677 adding L1 between its encoder's
-            # features of the painted and the real image (weight 10); 0.703 and 0.671 both.
+            # Other targets for this loss did not close it either (Stage II alone, 2,000 steps,
+            # painting the real masks, then one Stage I's; real arm 0.740): 0.698 and 0.677 as
+            # it is; 0.694 and 0.671 with the segmenter's reading of the real image as the
+            # target instead of the mask (sensitivity 0.719 against 0.701, specificity 0.948
+            # against 0.955); 0.703 and 0.677 adding L1 between its encoder's features of the
+            # painted and the real image (weight 10); 0.703 and 0.671 with both.
             seg_weight=5.0,
             seg_steps=400,
             # DRIVE at 128 px, one 2,000-step pipeline (seed 0), 64 samples, TSTR 200 steps,
