@@ -46,13 +46,15 @@ def celery_config(broker_url: str) -> dict[str, Any]:
     }
     if broker_url.startswith("filesystem://"):
         folder = Path(urlsplit(broker_url).path)
-        for sub in ("queue", "processed"):
+        for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         config["broker_url"] = "filesystem://"
         config["broker_transport_options"] = {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
+            # kombu's default is ./control: exchange tables in whatever folder it runs from.
+            "control_folder": str(folder / "control"),
             "store_processed": False,
         }
     return config
