@@ -46,15 +46,18 @@ def celery_config(broker_url: str) -> dict[str, Any]:
     }
     if broker_url.startswith("filesystem://"):
         folder = Path(urlsplit(broker_url).path)
-        for sub in ("queue", "processed", "control"):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
+        folders = {
+            "data_folder_in": folder / "queue",
+            "data_folder_out": folder / "queue",
+            "processed_folder": folder / "processed",
+            # kombu's default is ./control: exchange tables in whatever folder it runs from.
+            "control_folder": folder / "control",
+        }
+        for path in folders.values():
+            path.mkdir(parents=True, exist_ok=True)
         config["broker_url"] = "filesystem://"
         config["broker_transport_options"] = {
-            "data_folder_in": str(folder / "queue"),
-            "data_folder_out": str(folder / "queue"),
-            "processed_folder": str(folder / "processed"),
-            # kombu's default is ./control: exchange tables in whatever folder it runs from.
-            "control_folder": str(folder / "control"),
+            **{option: str(path) for option, path in folders.items()},
             "store_processed": False,
         }
     return config

@@ -24,7 +24,7 @@ def test_filesystem_broker_keeps_everything_in_its_folder(
 
     assert list(cwd.iterdir()) == []
     assert [p.name for p in (tmp_path / "broker" / "control").iterdir()] == ["gpu.exchange"]
-    # A consumer configured as the worker is reads the task back from the same folder.
+    # A consumer configured like the worker reads the task back from the same folder.
     consumer = Celery("consumer")
     consumer.conf.update(celery_config(broker_url))
     with consumer.connection_for_read() as conn:
