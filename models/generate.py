@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -77,12 +77,25 @@ def synthesize(
     with runtime.autocast():
         geometry = stage1(runtime.tensor(z)).float()
     mask, fov = decode_geometry(config.stage1, geometry)
+    return paint(stage2, config, mask, fov, runtime, appearance), mask, fov
+
+
+@torch.inference_mode()
+def paint(
+    stage2: Callable[[Tensor], Tensor],
+    config: PipelineConfig,
+    mask: Tensor,
+    fov: Tensor,
+    runtime: Runtime,
+    appearance: Tensor | None = None,
+) -> Tensor:
+    """Stage II alone: binary (mask, FOV) batches -> images in [-1, 1], black outside the FOV."""
     with runtime.autocast():
         image = stage2(runtime.tensor(condition(config.stage2, mask, fov))).float()
     image = torch.where(fov > 0, image.clamp(-1.0, 1.0), torch.full_like(image, -1.0))
     if appearance is not None:
         image = restyle(image, fov, appearance)
-    return image, mask, fov
+    return image
 
 
 def generate(
@@ -108,15 +121,7 @@ def generate(
         raise ValueError(f"count and start must be >= 0, got count={count}, start={start}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if pipeline.config.stage2.appearance and pipeline.appearance is None:
-        raise ValueError("the pipeline's config asks for an appearance model it does not have")
-    if device is None:
-        dev = next(pipeline.stage1_generator.parameters()).device
-    else:
-        dev = resolve_device(device)
-    runtime = Runtime.create(dev, fast=fast, compile=compile)
-    stage1 = runtime.compiled(runtime.module(copy.deepcopy(pipeline.stage1_generator)).eval())
-    stage2 = runtime.compiled(runtime.module(copy.deepcopy(pipeline.stage2_generator)).eval())
+    runtime, stage1, stage2 = _eval_copies(pipeline, device, fast=fast, compile=compile)
     cfg = pipeline.config
     rows = min(batch_size, count)
     for first in range(start, start + count, batch_size):
@@ -140,6 +145,23 @@ def generate(
             )
 
 
+def _eval_copies(
+    pipeline: TrainedPipeline, device: str | torch.device | None, *, fast: bool, compile: bool
+) -> tuple[Runtime, Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
+    """A runtime and eval-mode copies of both networks on its device (``None``: where the
+    pipeline's networks are), so the pipeline's own modules are left untouched."""
+    if pipeline.config.stage2.appearance and pipeline.appearance is None:
+        raise ValueError("the pipeline's config asks for an appearance model it does not have")
+    if device is None:
+        dev = next(pipeline.stage1_generator.parameters()).device
+    else:
+        dev = resolve_device(device)
+    runtime = Runtime.create(dev, fast=fast, compile=compile)
+    stage1 = runtime.compiled(runtime.module(copy.deepcopy(pipeline.stage1_generator)).eval())
+    stage2 = runtime.compiled(runtime.module(copy.deepcopy(pipeline.stage2_generator)).eval())
+    return runtime, stage1, stage2
+
+
 def _pad_rows(x: Tensor, rows: int) -> Tensor:
     return torch.cat([x, x.new_zeros((rows - len(x), *x.shape[1:]))])
 
@@ -152,6 +174,54 @@ def generate_pairs(
         FundusPair(name=f"{s.index:05d}", image=s.image, mask=s.mask, fov=s.fov)
         for s in generate(pipeline, count=count, seed=seed, device=device)
     ]
+
+
+def paint_masks(
+    pipeline: TrainedPipeline,
+    pairs: Sequence[FundusPair],
+    *,
+    count: int,
+    seed: int,
+    batch_size: int = 32,
+    device: str | torch.device | None = None,
+) -> list[FundusPair]:
+    """Stage II painting the given pairs' masks, for measuring Stage II apart from Stage I.
+
+    Painting ``i`` is of pair ``i % len(pairs)`` in the ``i // len(pairs)``-th of the eight
+    flips and transposes (so ``count`` can exceed the masks there are), coloured like sample
+    ``i`` of a run with ``seed``. Painted training masks are as private as the training set:
+    they are for benchmarks, never for a published dataset.
+    """
+    if not pairs:
+        raise ValueError("no masks to paint")
+    if count < 0 or batch_size < 1:
+        raise ValueError(f"count must be >= 0 and batch_size >= 1, got {count}, {batch_size}")
+    runtime, _, stage2 = _eval_copies(pipeline, device, fast=True, compile=False)
+    out: list[FundusPair] = []
+    for first in range(0, count, batch_size):
+        indices = range(first, min(first + batch_size, count))
+        sources = [pairs[i % len(pairs)] for i in indices]
+        masks = [_dihedral(p.mask, i // len(pairs)) for p, i in zip(sources, indices, strict=True)]
+        fovs = [_dihedral(p.fov, i // len(pairs)) for p, i in zip(sources, indices, strict=True)]
+        looks = None
+        if pipeline.appearance is not None:
+            looks = pipeline.appearance.draw([sample_seed(seed, i) for i in indices])
+        mask, fov = runtime.tensor(_binary(masks)), runtime.tensor(_binary(fovs))
+        images = to_uint8_images(paint(stage2, pipeline.config, mask, fov, runtime, looks))
+        for j, i in enumerate(indices):
+            name = f"{i:05d}-{sources[j].name}"
+            out.append(FundusPair(name=name, image=images[j], mask=masks[j], fov=fovs[j]))
+    return out
+
+
+def _dihedral(a: np.ndarray, k: int) -> np.ndarray:
+    """The k-th (mod 8) of an array's four rotations, each unflipped and flipped."""
+    a = np.rot90(np.asarray(a, dtype=np.uint8), k % 4)
+    return np.ascontiguousarray(a[:, ::-1] if k % 8 >= 4 else a)
+
+
+def _binary(arrays: list[np.ndarray]) -> Tensor:
+    return torch.from_numpy(np.stack(arrays)).clamp(0, 1).float()[:, None]
 
 
 def sample_grid(

@@ -113,3 +113,24 @@ def test_save_with_pipeline_is_refused(
         _drive_table().main(args)
     assert "--pipeline trains none" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_paint_real_scores_stage_two_on_the_real_masks(drive: Path, tmp_path: Path) -> None:
+    train = load_pairs(drive / "training", resolution=SIZE)
+    ckpt = _checkpoint(train, tmp_path / "pipeline.pt")
+    out = tmp_path / "out"
+
+    _drive_table().main(
+        ["--drive", str(drive), "--pipeline", str(ckpt), "--out", str(out), "--paint-real"]
+        + FAST_EVAL
+    )
+
+    painted = json.loads((out / "painted_real.json").read_text())
+    assert painted["count"] == 4 and painted["steps"] == 50
+    f1s = [s["f1"] for s in painted["per_seed"]]
+    assert len(f1s) == 1 and 0.0 <= f1s[0] <= 1.0
+    line = (out / "table.txt").read_text().splitlines()[-1]
+    assert line.startswith("F1, U-Net trained on Stage II's paintings of the real training masks")
+    assert f"{f1s[0]:.4f} ± 0.0000" in line
+    # The table before it is the usual one.
+    assert "F1, U-Net trained on synthetic" in (out / "table.txt").read_text()

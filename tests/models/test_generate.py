@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from models.checkpoint import load_pipeline, save_pipeline
-from models.generate import generate, sample_seed
+from models.data import FundusPair
+from models.generate import generate, paint_masks, sample_seed
 from models.imageio import encode_many, encode_png, encode_thumbnail
 from models.phantom import phantom_pairs
 from models.train import TrainedPipeline, train_pipeline
@@ -115,6 +116,46 @@ class TestGenerate:
             list(generate(pipeline, count=1, seed=0, batch_size=0))
         with pytest.raises(ValueError):
             list(generate(pipeline, count=-1, seed=0))
+
+
+class TestPaintMasks:
+    def test_paints_a_mask_as_generation_does(self, disc_pipeline: TrainedPipeline) -> None:
+        """Stage II alone, on the masks Stage I drew, paints the images generation made."""
+        samples = list(generate(disc_pipeline, count=3, seed=4))
+        pairs = [FundusPair(f"s{s.index}", s.image, s.mask, s.fov) for s in samples]
+        painted = paint_masks(disc_pipeline, pairs, count=3, seed=4)
+        assert disc_pipeline.appearance is not None  # the colouring is checked too
+        for sample, pair in zip(samples, painted, strict=True):
+            np.testing.assert_array_equal(pair.mask, sample.mask)
+            np.testing.assert_array_equal(pair.image, sample.image)
+
+    def test_more_paintings_than_masks_take_flips_and_turns(
+        self, disc_pipeline: TrainedPipeline
+    ) -> None:
+        source = next(generate(disc_pipeline, count=1, seed=2))
+        # An asymmetric mask: every flip and turn of it is a different array.
+        mask, c = np.zeros_like(source.mask), SIZE // 2
+        mask[c - 6 : c - 3, c - 5 : c + 4] = 1
+        mask[c - 3 : c + 6, c - 5 : c - 3] = 1
+        pair = FundusPair("m", source.image, mask & source.fov, source.fov)
+        painted = paint_masks(disc_pipeline, [pair], count=9, seed=0, batch_size=4)
+        masks = [p.mask for p in painted]
+        assert len({m.tobytes() for m in masks[:8]}) == 8
+        np.testing.assert_array_equal(masks[8], masks[0])
+        np.testing.assert_array_equal(masks[1], np.rot90(masks[0]))
+        np.testing.assert_array_equal(masks[4], masks[0][:, ::-1])
+        for p in painted:
+            assert (p.image[p.fov == 0] == 0).all()
+        # Each painting has its own colouring, so two paintings of one mask differ.
+        assert not np.array_equal(painted[8].image, painted[0].image)
+
+    def test_rejects_bad_arguments(self, disc_pipeline: TrainedPipeline) -> None:
+        with pytest.raises(ValueError, match="no masks"):
+            paint_masks(disc_pipeline, [], count=1, seed=0)
+        s = next(generate(disc_pipeline, count=1, seed=0))
+        pair = FundusPair("m", s.image, s.mask, s.fov)
+        with pytest.raises(ValueError):
+            paint_masks(disc_pipeline, [pair], count=-1, seed=0)
 
 
 def test_sample_seed_is_stable() -> None:
