@@ -94,6 +94,18 @@ def fake_pair(rng: np.random.Generator, resolution: int) -> tuple[np.ndarray, np
     return image, mask
 
 
+def tstr_details(*, steps: int, seeds: int, n_train: int, n_test: int = 20) -> dict[str, Any]:
+    """Details shaped as the evaluation stores them (``TSTRResult.to_metrics``)."""
+    return {
+        "std": 0.01,
+        "per_seed": [0.7] * seeds,
+        "seeds": list(range(seeds)),
+        "steps": steps,
+        "n_train": n_train,
+        "n_test": n_test,
+    }
+
+
 def make_published_dataset(
     session: Session,
     storage: Storage,
@@ -103,9 +115,12 @@ def make_published_dataset(
     title: str | None = None,
     description: str = "",
     metrics: dict[str, float] | None = None,
+    metric_details: dict[str, dict[str, Any]] | None = None,
     publish: bool = True,
 ) -> Dataset:
-    """A dataset taken along the real path: samples stored, evaluated, packaged, published."""
+    """A dataset taken along the real path: samples stored, evaluated, packaged, published.
+
+    ``metric_details`` gives some of ``metrics`` the details the evaluation stores."""
     pipeline = make_pipeline(session, resolution=resolution)
     dataset = make_dataset(
         session, pipeline=pipeline, title=title, count=count, description=description
@@ -129,7 +144,10 @@ def make_published_dataset(
     datasets.replace_metrics(
         session,
         dataset=dataset,
-        metrics=[Metric(name=k, value=v, details={}) for k, v in (metrics or {}).items()],
+        metrics=[
+            Metric(name=k, value=v, details=(metric_details or {}).get(k, {}))
+            for k, v in (metrics or {}).items()
+        ],
     )
     datasets.record_audit(session, dataset=dataset, passed=True)
     session.refresh(dataset)

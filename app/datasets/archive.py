@@ -122,7 +122,7 @@ def package_dataset(
     rows = samples.list(session, dataset_id=dataset.id)
     if len(rows) != dataset.count:
         raise RuntimeError(f"dataset {dataset.id} has {len(rows)} of {dataset.count} samples")
-    metrics = {m.name: m.value for m in dataset.metrics if not m.private}
+    metrics = [m for m in dataset.metrics if not m.private]
     members = (
         ArchiveMember(
             index=row.index,

@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from app.datasets import repository
-from app.datasets.card import LICENCES
+from app.datasets.card import LICENCES, tstr_protocol
 from app.datasets.service import datasets
 from app.deps import SessionDep, SettingsDep
 from app.pages import views
@@ -124,7 +124,8 @@ def dataset_page(
     rows = samples.list(
         session, dataset_id=dataset.id, offset=paging.offset, limit=SAMPLES_PER_PAGE
     )
-    metrics = views.metric_rows(repository.public_metrics(session, dataset_id=dataset.id))
+    public = repository.public_metrics(session, dataset_id=dataset.id)
+    metrics = views.metric_rows(public)
     return templates.TemplateResponse(
         request,
         "dataset.html",
@@ -133,6 +134,7 @@ def dataset_page(
             "pipeline": dataset.pipeline,
             "key_metric": next((m for m in metrics if m.name == views.KEY_METRIC), None),
             "metrics": metrics,
+            "tstr_protocol": tstr_protocol(public),
             "thumbs": views.thumbs(dataset, rows),
             "paging": paging,
             "licence": views.licence(dataset),

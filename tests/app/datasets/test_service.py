@@ -12,7 +12,12 @@ from app.errors import Conflict, InvalidTransition
 from app.jobs.queue import GENERATE_DATASET
 from app.storage import Storage
 from app.tables import DatasetStatus, JobState
-from tests.factories import RecordingSender, make_dataset, make_published_dataset
+from tests.factories import (
+    RecordingSender,
+    make_dataset,
+    make_published_dataset,
+    tstr_details,
+)
 
 
 class TestStartGeneration:
@@ -87,3 +92,23 @@ class TestArchive:
         } <= names
         assert len(metadata) == 1 + 3
         assert metadata[0].startswith("file_name,mask_file_name,index,seed")
+
+    def test_readme_says_how_tstr_was_run(self, session: Session, local_storage: Storage) -> None:
+        dataset = make_published_dataset(
+            session,
+            local_storage,
+            count=2,
+            metrics={"tstr_f1_synthetic": 0.693, "tstr_f1_real": 0.817},
+            metric_details={
+                "tstr_f1_synthetic": tstr_details(steps=4000, seeds=2, n_train=2),
+                "tstr_f1_real": tstr_details(steps=4000, seeds=2, n_train=20),
+            },
+        )
+        with zipfile.ZipFile(io.BytesIO(local_storage.get_bytes(dataset.archive_key))) as zf:
+            readme = zf.read("README.md").decode()
+        evidence = readme[readme.index("## Evidence") : readme.index("## Citation")]
+        assert "- tstr_f1_real: 0.817\n- tstr_f1_synthetic: 0.693\n" in evidence
+        assert (
+            "Each segmenter trained for 4,000 steps; mean ± std over 2 seeds; trained on 2 "
+            "synthetic pairs or 20 real pairs; tested on 20 real images." in evidence
+        )

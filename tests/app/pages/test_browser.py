@@ -87,6 +87,7 @@ def live_dataset(engine: Engine, live_storage: S3Storage) -> Iterator[Dataset]:
         for metric in dataset.metrics:
             if metric.name == "tstr_f1_synthetic":
                 metric.details = {
+                    **factories.tstr_details(steps=4000, seeds=3, n_train=COUNT),
                     "std": 0.006,
                     "plot": {
                         "kind": "bars",
@@ -302,6 +303,9 @@ class TestBrowser:
         all_images_loaded(page, ".sample-grid img")
         assert page.locator("svg.plot").count() == 2
         assert "0.4242" not in page.content()
+        playwright_api.expect(page.locator("#tstr-protocol")).to_contain_text(
+            "trained for 4,000 steps; mean ± std over 3 seeds"
+        )
         shoot(page, "dataset-desktop.png")
 
     def test_dataset_page_on_a_phone(self, phone: Tab, live: Live, live_dataset: Dataset) -> None:

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from app.storage import Storage
 from app.tables import Dataset, Metric
-from tests.factories import make_dataset, make_published_dataset
+from tests.factories import make_dataset, make_published_dataset, tstr_details
 
 HIST = {
     "kind": "histogram",
@@ -203,6 +203,22 @@ class TestDatasetPage:
         page2 = client.get(f"/gallery/{published.slug}?page=2").text
         assert f"/datasets/{published.slug}/samples/29/thumb.webp" in page2
         assert f"/datasets/{published.slug}/samples/0/thumb.webp" not in page2
+
+    def test_says_how_tstr_was_run(
+        self, client: TestClient, session: Session, published: Dataset
+    ) -> None:
+        # The fixture's metrics predate the protocol in their details: no sentence.
+        assert 'id="tstr-protocol"' not in client.get(f"/gallery/{published.slug}").text
+        for metric in published.metrics:
+            if metric.name in ("tstr_f1_synthetic", "tstr_f1_real"):
+                n_train = 30 if metric.name == "tstr_f1_synthetic" else 20
+                metric.details = tstr_details(steps=4000, seeds=3, n_train=n_train)
+        session.flush()
+        text = visible_text(client.get(f"/gallery/{published.slug}").text)
+        assert (
+            "Each segmenter trained for 4,000 steps; mean ± std over 3 seeds; trained on 30 "
+            "synthetic pairs or 20 real pairs; tested on 20 real images." in text
+        )
 
     def test_metrics_and_plots(self, client: TestClient, published: Dataset) -> None:
         html = client.get(f"/gallery/{published.slug}").text
