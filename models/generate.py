@@ -187,8 +187,8 @@ def paint_masks(
 ) -> list[FundusPair]:
     """Stage II painting the given pairs' masks, for measuring Stage II apart from Stage I.
 
-    Painting ``i`` is of pair ``i % len(pairs)`` in the ``i // len(pairs)``-th of the eight
-    flips and transposes (so ``count`` can exceed the masks there are), coloured like sample
+    Painting ``i`` is of pair ``i % len(pairs)`` in the ``i // len(pairs)``-th of its eight
+    turns and flips (so ``count`` can exceed the masks there are), coloured like sample
     ``i`` of a run with ``seed``. Painted training masks are as private as the training set:
     they are for benchmarks, never for a published dataset.
     """
