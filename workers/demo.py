@@ -6,9 +6,12 @@ settings' defaults); a real worker process and a real web server as child proces
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import typer
 from sqlalchemy import select
@@ -37,6 +40,23 @@ def _stop(children: list[subprocess.Popen[bytes]]) -> None:
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
+
+
+@contextlib.contextmanager
+def _stopped_by_termination() -> Iterator[None]:
+    """Within it, SIGTERM and SIGHUP raise KeyboardInterrupt: ``kill`` or a closed terminal
+    stops the demo as Ctrl-C does, children included; by default they ended the demo alone
+    and left its worker and web server running, the port taken."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def run_demo(*, port: int, count: int, steps: int) -> None:
@@ -72,43 +92,44 @@ def run_demo(*, port: int, count: int, steps: int) -> None:
         typer.echo(f"2/4 pipeline {pipeline_id} is already trained")
 
     children: list[subprocess.Popen[bytes]] = []
-    try:
-        children.append(_spawn("worker", "--loglevel", "WARNING"))
-        children.append(_spawn("serve", "--port", str(port)))
-        with session_scope(sessions) as session:
-            published = session.scalars(
-                select(Dataset).where(Dataset.status == DatasetStatus.published)
-            ).first()
-            dataset_id = None
-            if published is None:
-                dataset = datasets.create_draft(
-                    session,
-                    pipeline_id=pipeline_id,
-                    title="Phantom fundus demo",
-                    description=(
-                        "Synthetic fundus photographs and vessel masks from a pipeline "
-                        "trained on SynthMed's built-in procedural phantom images."
-                    ),
-                    count=count,
-                    seed=2026,
-                )
-                job = datasets.start_generation(session, dataset=dataset, by="demo")
-                job.params = {**job.params, "publish": True, "tstr_steps": 0}
-                dataset_id = dataset.id
-        if dataset_id is not None:
-            typer.echo(f"3/4 generating {count} pairs through the worker")
-            follow_dataset(sessions, dataset_id)
-        else:
-            typer.echo("3/4 a published dataset already exists")
-        typer.echo(
-            f"4/4 ready in {time.monotonic() - began:.0f} s: open http://127.0.0.1:{port}/ "
-            "(Ctrl-C stops everything)"
-        )
-        while all(child.poll() is None for child in children):
-            time.sleep(0.5)
-        typer.echo("a child process exited; stopping", err=True)
-        raise typer.Exit(code=1)
-    except KeyboardInterrupt:
-        typer.echo("stopping the worker and the web server")
-    finally:
-        _stop(children)
+    with _stopped_by_termination():
+        try:
+            children.append(_spawn("worker", "--loglevel", "WARNING"))
+            children.append(_spawn("serve", "--port", str(port)))
+            with session_scope(sessions) as session:
+                published = session.scalars(
+                    select(Dataset).where(Dataset.status == DatasetStatus.published)
+                ).first()
+                dataset_id = None
+                if published is None:
+                    dataset = datasets.create_draft(
+                        session,
+                        pipeline_id=pipeline_id,
+                        title="Phantom fundus demo",
+                        description=(
+                            "Synthetic fundus photographs and vessel masks from a pipeline "
+                            "trained on SynthMed's built-in procedural phantom images."
+                        ),
+                        count=count,
+                        seed=2026,
+                    )
+                    job = datasets.start_generation(session, dataset=dataset, by="demo")
+                    job.params = {**job.params, "publish": True, "tstr_steps": 0}
+                    dataset_id = dataset.id
+            if dataset_id is not None:
+                typer.echo(f"3/4 generating {count} pairs through the worker")
+                follow_dataset(sessions, dataset_id)
+            else:
+                typer.echo("3/4 a published dataset already exists")
+            typer.echo(
+                f"4/4 ready in {time.monotonic() - began:.0f} s: open http://127.0.0.1:{port}/ "
+                "(Ctrl-C stops everything)"
+            )
+            while all(child.poll() is None for child in children):
+                time.sleep(0.5)
+            typer.echo("a child process exited; stopping", err=True)
+            raise typer.Exit(code=1)
+        except KeyboardInterrupt:
+            typer.echo("stopping the worker and the web server")
+        finally:
+            _stop(children)
