@@ -13,6 +13,7 @@ import pytest
 SCRIPT = """
 import os, signal, subprocess, sys, time
 from workers.demo import _stop, _stopped_by_termination
+signal.signal(signal.{name}, signal.SIG_DFL)  # as a shell starts it, whatever ran pytest
 quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # no pipe held open
 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], **quiet)
 try:
@@ -41,3 +42,16 @@ def test_termination_stops_the_demo_as_ctrl_c_does(name: str) -> None:
         "interrupted",
         f"child {-signal.SIGTERM} handler restored True",
     ]
+
+
+def test_an_ignored_hangup_stays_ignored() -> None:
+    from workers.demo import _stopped_by_termination
+
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
+    try:
+        with _stopped_by_termination():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            assert callable(signal.getsignal(signal.SIGTERM))
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, before)
