@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.config import Norm, Upsample
+from models.transforms import to_device
 
 NormLayer = Callable[[int], nn.Module]
 GeneratorName = Literal["dcgan", "unet"]
@@ -480,7 +481,7 @@ class Runtime:
         return net
 
     def tensor(self, x: Tensor) -> Tensor:
-        x = x.to(self.device, non_blocking=True)
+        x = to_device(x, self.device)
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return x

@@ -24,7 +24,7 @@ from models.networks import (
     build_discriminator,
     build_generator,
 )
-from models.transforms import diff_augment, fill_fov
+from models.transforms import diff_augment, fill_fov, to_device
 
 CHANNELS = 2  # vessel mask, FOV
 
@@ -149,13 +149,14 @@ class DCGAN(AdversarialPair):
             x = diff_augment(x, self.cfg.diffaug, rng)
         if self.cfg.instance_noise > 0:
             noise = torch.randn(x.shape, generator=rng, device=rng.device, dtype=x.dtype)
-            x = x + self.cfg.instance_noise * noise.to(x.device)
+            x = x + self.cfg.instance_noise * to_device(noise, x.device)
         return x
 
     def _rotate(self, real: Tensor, rng: torch.Generator) -> Tensor:
         """Each real (mask, FOV) rotated by a uniform angle about the centre, nearest."""
         n = real.shape[0]
-        angles = torch.rand(n, generator=rng, device=rng.device).to(real.device) * (2 * math.pi)
+        angles = to_device(torch.rand(n, generator=rng, device=rng.device), real.device)
+        angles = angles * (2 * math.pi)
         cos, sin, zero = angles.cos(), angles.sin(), torch.zeros_like(angles)
         theta = torch.stack(
             [torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1

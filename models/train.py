@@ -34,7 +34,7 @@ from models.networks import Runtime, resolve_device
 from models.seeds import stable_seed
 from models.stage1 import DCGAN, real_geometry
 from models.stage2 import Pix2Pix, condition
-from models.transforms import joint_augment, to_tensor
+from models.transforms import joint_augment, to_device, to_tensor
 
 __all__ = ["TrainProgress", "TrainedPipeline", "resolve_device", "train_pipeline"]
 
@@ -199,7 +199,7 @@ def train_pipeline(
             idx = torch.randperm(n, generator=rngs["data"])[:batch]
         else:
             idx = torch.randint(0, n, (batch,), generator=rngs["data"])
-        idx = idx.to(dev)
+        idx = to_device(idx, dev)
         img, msk, fov = joint_augment(images[idx], masks[idx], fovs[idx], rngs["data"])
         out = {}
         if stage1_steps == 0 or step <= stage1_steps:

@@ -38,6 +38,19 @@ def to_tensor(pairs: Sequence[FundusPair]) -> tuple[Tensor, Tensor, Tensor]:
     return images, masks, fovs
 
 
+def to_device(x: Tensor, device: torch.device) -> Tensor:
+    """``x`` on ``device``; a CPU tensor bound for a GPU goes there without a host sync.
+
+    Training draws its randomness from CPU generators (so a run repeats on any device) and
+    moves some 40 draws a step. From pageable memory each ``.to("cuda")`` makes the host
+    wait for every kernel already queued; from pinned memory the copy is queued like a
+    kernel, and the caching host allocator keeps the source alive until it has run.
+    """
+    if device.type == "cuda" and x.device.type == "cpu":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
+
+
 def to_uint8_images(x: Tensor) -> np.ndarray:
     """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8: the inverse of `to_tensor`'s images."""
     y = ((x.detach().float().clamp(-1.0, 1.0) + 1.0) * 127.5).round()
@@ -92,7 +105,9 @@ def joint_augment(
     _check_batch(image, mask, fov)
     n, _, h, w = image.shape
     dev = image.device
-    u = torch.rand(n, 3, generator=generator, device=generator.device).to(dev)
+    # The draws stay where the generator made them until used, so deciding which turns to
+    # compute reads no device memory.
+    u = torch.rand(n, 3, generator=generator, device=generator.device)
     hflip = u[:, 0] < 0.5
     vflip = u[:, 1] < 0.5
     ks = (u[:, 2] * 4).floor().long().clamp(max=3)
@@ -100,20 +115,23 @@ def joint_augment(
         # A quarter turn would change the shape of a non-square batch.
         ks = (ks // 2) * 2
 
+    def per_sample(flags: Tensor) -> Tensor:
+        return to_device(flags, dev).view(n, 1, 1, 1)
+
     x = torch.cat([image, mask, fov], dim=1)
-    x = torch.where(hflip.view(n, 1, 1, 1), x.flip(3), x)
-    x = torch.where(vflip.view(n, 1, 1, 1), x.flip(2), x)
+    x = torch.where(per_sample(hflip), x.flip(3), x)
+    x = torch.where(per_sample(vflip), x.flip(2), x)
     rotated = x
     for k in (1, 2, 3):
         sel = ks == k
         if bool(sel.any()):
-            rotated = torch.where(sel.view(n, 1, 1, 1), torch.rot90(x, k, dims=(2, 3)), rotated)
+            rotated = torch.where(per_sample(sel), torch.rot90(x, k, dims=(2, 3)), rotated)
     x = rotated
 
     c = image.shape[1]
     img, msk, fv = x[:, :c], x[:, c : c + mask.shape[1]], x[:, c + mask.shape[1] :]
     if max_angle > 0:
-        angles = torch.rand(n, generator=generator, device=generator.device).to(dev)
+        angles = to_device(torch.rand(n, generator=generator, device=generator.device), dev)
         angles = (angles * 2 - 1) * math.radians(max_angle)
         grid = _rotation_grid(angles, h, w, image.dtype)
         img = F.grid_sample(img + 1.0, grid, mode="bilinear", align_corners=False) - 1.0
@@ -185,7 +203,7 @@ def _rand(shape: Sequence[int], generator: torch.Generator | None, like: Tensor)
     # Draw on the generator's device, then move: a CPU generator can drive a GPU batch.
     device = generator.device if generator is not None else like.device
     r = torch.rand(*shape, generator=generator, device=device)
-    return r.to(device=like.device, dtype=like.dtype)
+    return to_device(r, like.device).to(like.dtype)
 
 
 def _randint(
@@ -193,7 +211,7 @@ def _randint(
 ) -> Tensor:
     device = generator.device if generator is not None else like.device
     r = torch.randint(low, high, tuple(shape), generator=generator, device=device)
-    return r.to(like.device)
+    return to_device(r, like.device)
 
 
 def _on_rgb(x: Tensor, rgb: slice | None, fn: Callable[[Tensor], Tensor]) -> Tensor:
