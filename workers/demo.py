@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 
 import typer
@@ -21,9 +24,10 @@ from app.db import session_scope
 from app.pipelines.service import pipelines
 from app.settings import get_settings
 from app.tables import Dataset, DatasetStatus
-from workers.cli import _sessions, follow_dataset, migrate_database
+from workers.cli import _sessions, fail, follow_dataset, migrate_database
 
 DEMO_RESOLUTION = 64
+HOST = "127.0.0.1"
 
 
 def _spawn(*args: str) -> subprocess.Popen[bytes]:
@@ -40,6 +44,35 @@ def _stop(children: list[subprocess.Popen[bytes]]) -> None:
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
+
+
+def _port_in_use(port: int) -> bool:
+    """Whether something listens on HOST:port, tried as uvicorn binds (SO_REUSEADDR, so a
+    port left in TIME_WAIT by a server that stopped counts as free)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            return True
+    return False
+
+
+def _wait_until_serving(server: subprocess.Popen[bytes], url: str, *, timeout: float) -> None:
+    """Return once ``url`` answers 200 from ``server``; a clear error if the server exits
+    or does not answer within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            fail(f"the web server exited with code {server.returncode} before it answered")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    fail(f"the web server did not answer {url} within {timeout:.0f} s")
 
 
 @contextlib.contextmanager
@@ -65,6 +98,9 @@ def _stopped_by_termination() -> Iterator[None]:
 
 
 def run_demo(*, port: int, count: int, steps: int) -> None:
+    if _port_in_use(port):
+        # Before anything is trained or written: the server would fail only at the end.
+        fail(f"port {port} is in use (an earlier demo still running?); stop it or pass --port")
     settings = get_settings()
     began = time.monotonic()
     typer.echo("1/4 migrating the embedded database")
@@ -100,7 +136,8 @@ def run_demo(*, port: int, count: int, steps: int) -> None:
     with _stopped_by_termination():
         try:
             children.append(_spawn("worker", "--loglevel", "WARNING"))
-            children.append(_spawn("serve", "--port", str(port)))
+            server = _spawn("serve", "--host", HOST, "--port", str(port))
+            children.append(server)
             with session_scope(sessions) as session:
                 published = session.scalars(
                     select(Dataset).where(Dataset.status == DatasetStatus.published)
@@ -126,8 +163,10 @@ def run_demo(*, port: int, count: int, steps: int) -> None:
                 follow_dataset(sessions, dataset_id)
             else:
                 typer.echo("3/4 a published dataset already exists")
+            site = f"http://{HOST}:{port}/"
+            _wait_until_serving(server, f"{site}healthz", timeout=60)
             typer.echo(
-                f"4/4 ready in {time.monotonic() - began:.0f} s: open http://127.0.0.1:{port}/ "
+                f"4/4 ready in {time.monotonic() - began:.0f} s: open {site} "
                 "(Ctrl-C stops everything)"
             )
             while all(child.poll() is None for child in children):
