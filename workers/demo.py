@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
@@ -61,15 +60,17 @@ def _port_in_use(port: int) -> bool:
 def _wait_until_serving(server: subprocess.Popen[bytes], url: str, *, timeout: float) -> None:
     """Return once ``url`` answers 200 from ``server``; a clear error if the server exits
     or does not answer within ``timeout`` seconds."""
+    # No proxy: an http_proxy in the environment must not answer for our own server.
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
             fail(f"the web server exited with code {server.returncode} before it answered")
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
+            with direct.open(url, timeout=2) as response:
                 if response.status == 200:
                     return
-        except (urllib.error.URLError, OSError):
+        except OSError:  # refused while it starts, or an HTTP error status
             pass
         time.sleep(0.2)
     fail(f"the web server did not answer {url} within {timeout:.0f} s")

@@ -86,9 +86,13 @@ def test_a_taken_port_stops_the_demo_before_it_does_anything(
     assert not demo._port_in_use(port)  # free once its listener closed
 
 
-def test_ready_waits_for_the_server_to_answer(tmp_path: Path) -> None:
+def test_ready_waits_for_the_server_to_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from workers.demo import _wait_until_serving
 
+    # A proxy in the environment (here one that refuses) must not stand in for the server.
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{_free_port()}")
     (tmp_path / "healthz").write_text("ok")
     port = _free_port()
     server = subprocess.Popen(
