@@ -35,13 +35,17 @@ SITE_URL = "http://testserver"
 
 
 def make_pipeline(
-    session: Session, *, resolution: int = 32, status: PipelineStatus = PipelineStatus.ready
+    session: Session,
+    *,
+    resolution: int = 32,
+    status: PipelineStatus = PipelineStatus.ready,
+    config: dict[str, Any] | None = None,
 ) -> Pipeline:
     pipeline = Pipeline(
         name=f"test pipeline {next(_counter)}",
         status=status,
         config_name="default",
-        config={"name": "default", "resolution": resolution},
+        config={"name": "default", "resolution": resolution, **(config or {})},
         resolution=resolution,
         training_data="phantom (20 procedural images)",
         data_source="phantom",
@@ -116,12 +120,14 @@ def make_published_dataset(
     description: str = "",
     metrics: dict[str, float] | None = None,
     metric_details: dict[str, dict[str, Any]] | None = None,
+    pipeline_config: dict[str, Any] | None = None,
     publish: bool = True,
 ) -> Dataset:
     """A dataset taken along the real path: samples stored, evaluated, packaged, published.
 
-    ``metric_details`` gives some of ``metrics`` the details the evaluation stores."""
-    pipeline = make_pipeline(session, resolution=resolution)
+    ``metric_details`` gives some of ``metrics`` the details the evaluation stores;
+    ``pipeline_config`` adds to its pipeline's stored config."""
+    pipeline = make_pipeline(session, resolution=resolution, config=pipeline_config)
     dataset = make_dataset(
         session, pipeline=pipeline, title=title, count=count, description=description
     )

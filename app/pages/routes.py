@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from app.datasets import repository
-from app.datasets.card import LICENCES, tstr_protocol
+from app.datasets.card import LICENCES, kl_caveat, tstr_protocol
 from app.datasets.service import datasets
 from app.deps import SessionDep, SettingsDep
 from app.pages import views
@@ -135,6 +135,7 @@ def dataset_page(
             "key_metric": next((m for m in metrics if m.name == views.KEY_METRIC), None),
             "metrics": metrics,
             "tstr_protocol": tstr_protocol(public),
+            "kl_caveat": kl_caveat(public, dataset.pipeline.config),
             "thumbs": views.thumbs(dataset, rows),
             "paging": paging,
             "licence": views.licence(dataset),

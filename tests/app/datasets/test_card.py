@@ -1,4 +1,4 @@
-"""The dataset card's sentence on how the TSTR figures were made."""
+"""The dataset card's sentences on how the TSTR figures were made and what KL cannot show."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from app.datasets.card import tstr_protocol
+from app.datasets.card import kl_caveat, tstr_protocol
 from app.tables import Metric
 from tests.factories import tstr_details
 
@@ -48,3 +48,28 @@ def test_nothing_to_say_without_the_protocol(details: Any) -> None:
     metrics = [Metric(name="tstr_f1_synthetic", value=0.6, details=details)]
     assert tstr_protocol(metrics) is None
     assert tstr_protocol([]) is None
+
+
+APPEARANCE = {"stage2": {"appearance": True}}
+
+
+def test_kl_caveat_when_the_pipeline_drew_each_colouring() -> None:
+    metrics = [Metric(name="kl_real_syn", value=0.05), Metric(name="tstr_f1_synthetic", value=0.6)]
+    text = kl_caveat(metrics, APPEARANCE)
+    assert text is not None
+    assert "match by construction" in text and "TSTR" in text
+
+
+@pytest.mark.parametrize(
+    ("names", "config"),
+    [
+        (["kl_real_syn"], {"stage2": {"appearance": False}}),
+        (["kl_real_syn"], {"stage2": {}}),  # trained before the appearance model
+        (["kl_real_syn"], {"stage2": "malformed"}),
+        (["kl_real_syn"], None),
+        (["tstr_f1_synthetic"], APPEARANCE),  # no KL to warn about
+        ([], APPEARANCE),
+    ],
+)
+def test_no_kl_caveat(names: list[str], config: Any) -> None:
+    assert kl_caveat([Metric(name=n, value=0.1) for n in names], config) is None

@@ -93,21 +93,26 @@ class TestArchive:
         assert len(metadata) == 1 + 3
         assert metadata[0].startswith("file_name,mask_file_name,index,seed")
 
-    def test_readme_says_how_tstr_was_run(self, session: Session, local_storage: Storage) -> None:
+    def test_readme_says_how_tstr_ran_and_what_kl_cannot_show(
+        self, session: Session, local_storage: Storage
+    ) -> None:
         dataset = make_published_dataset(
             session,
             local_storage,
             count=2,
-            metrics={"tstr_f1_synthetic": 0.693, "tstr_f1_real": 0.817},
+            metrics={"tstr_f1_synthetic": 0.693, "tstr_f1_real": 0.817, "kl_real_syn": 0.05},
             metric_details={
                 "tstr_f1_synthetic": tstr_details(steps=4000, seeds=2, n_train=2),
                 "tstr_f1_real": tstr_details(steps=4000, seeds=2, n_train=20),
             },
+            pipeline_config={"stage2": {"appearance": True}},
         )
         with zipfile.ZipFile(io.BytesIO(local_storage.get_bytes(dataset.archive_key))) as zf:
             readme = zf.read("README.md").decode()
         evidence = readme[readme.index("## Evidence") : readme.index("## Citation")]
-        assert "- tstr_f1_real: 0.817\n- tstr_f1_synthetic: 0.693\n" in evidence
+        rows = "- kl_real_syn: 0.05\n- tstr_f1_real: 0.817\n- tstr_f1_synthetic: 0.693\n"
+        assert rows in evidence
+        assert "histograms match by construction" in evidence
         assert (
             "Each segmenter trained for 4,000 steps; mean ± std over 2 seeds; trained on 2 "
             "synthetic pairs or 20 real pairs; tested on 20 real images." in evidence

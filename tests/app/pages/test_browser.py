@@ -83,6 +83,7 @@ def live_dataset(engine: Engine, live_storage: S3Storage) -> Iterator[Dataset]:
             resolution=128,
             description="Phantom-trained synthetic fundus photographs for the browser test.",
             metrics={"tstr_f1_synthetic": 0.8877, "tstr_f1_real": 0.8988, "kl_real_syn": 0.021},
+            pipeline_config={"stage2": {"appearance": True}},
         )
         for metric in dataset.metrics:
             if metric.name == "tstr_f1_synthetic":
@@ -306,6 +307,7 @@ class TestBrowser:
         playwright_api.expect(page.locator("#tstr-protocol")).to_contain_text(
             "trained for 4,000 steps; mean ± std over 3 seeds"
         )
+        playwright_api.expect(page.locator("#kl-caveat")).to_contain_text("by construction")
         shoot(page, "dataset-desktop.png")
 
     def test_dataset_page_on_a_phone(self, phone: Tab, live: Live, live_dataset: Dataset) -> None:

@@ -220,6 +220,16 @@ class TestDatasetPage:
             "synthetic pairs or 20 real pairs; tested on 20 real images." in text
         )
 
+    def test_says_what_kl_cannot_show(
+        self, client: TestClient, session: Session, published: Dataset
+    ) -> None:
+        # The fixture's pipeline predates the appearance model: its KL needs no caveat.
+        assert 'id="kl-caveat"' not in client.get(f"/gallery/{published.slug}").text
+        published.pipeline.config = {**published.pipeline.config, "stage2": {"appearance": True}}
+        session.flush()
+        text = visible_text(client.get(f"/gallery/{published.slug}").text)
+        assert "so those histograms match by construction" in text
+
     def test_metrics_and_plots(self, client: TestClient, published: Dataset) -> None:
         html = client.get(f"/gallery/{published.slug}").text
         assert "0.8877" in html and "0.8988" in html and "0.012" in html
