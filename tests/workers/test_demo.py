@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import typer
 
+from tests.ports import free_port
+
 # A process that, like the demo, starts a child and stops it in `finally`, then is sent a
 # signal while it waits. Run apart from pytest: without the handler the signal kills it.
 SCRIPT = """
@@ -60,12 +62,6 @@ def test_an_ignored_hangup_stays_ignored() -> None:
         signal.signal(signal.SIGHUP, before)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_taken_port_stops_the_demo_before_it_does_anything(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -92,9 +88,9 @@ def test_ready_waits_for_the_server_to_answer(
     from workers.demo import _wait_until_serving
 
     # A proxy in the environment (here one that refuses) must not stand in for the server.
-    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{_free_port()}")
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{free_port()}")
     (tmp_path / "healthz").write_text("ok")
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
         cwd=tmp_path,
@@ -116,5 +112,5 @@ def test_a_server_that_exits_is_reported(capsys: pytest.CaptureFixture[str]) -> 
     server = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
     server.wait()
     with pytest.raises(typer.Exit):
-        _wait_until_serving(server, f"http://127.0.0.1:{_free_port()}/healthz", timeout=30)
+        _wait_until_serving(server, f"http://127.0.0.1:{free_port()}/healthz", timeout=30)
     assert "exited with code 3" in capsys.readouterr().err

@@ -8,7 +8,6 @@ transaction, which another thread could not see) and deleted afterwards. Screens
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 import uuid
@@ -30,6 +29,7 @@ from app.settings import Settings
 from app.storage import S3Storage
 from app.tables import Dataset, Metric, Pipeline
 from tests.fixtures_storage import make_s3_storage
+from tests.ports import free_port
 from tests.s3server import SeaweedServer
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -48,12 +48,6 @@ CHROMIUM_ARGS = [
 SCREENS = Path("/tmp/screens")
 TITLE = "Browser test retinas"
 COUNT = 30
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def phantom_pair(rng: np.random.Generator, resolution: int) -> tuple[np.ndarray, np.ndarray]:
