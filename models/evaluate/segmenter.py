@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.transforms import to_device
+
 
 class PairLike(Protocol):
     """What the segmenter needs of a `models.data.FundusPair`."""
@@ -161,6 +163,7 @@ def train_segmenter(
     lr: float = 1e-3,
     groups: Sequence[Hashable] | None = None,
     on_progress: ProgressFn | None = None,
+    progress_every: int = 1,
 ) -> UNet:
     """Train a U-Net on `pairs` with Adam and return it in eval mode.
 
@@ -168,8 +171,9 @@ def train_segmenter(
     an image is smaller) with the same flip/transpose on image, mask and FOV. `crop` must be
     a multiple of 2**levels. Adam with a cosine-decayed learning rate. `groups`, one label
     per pair (e.g. "real", "synthetic"), makes every batch draw equally from each label, so
-    a large group cannot crowd out a small one. `on_progress(step, losses)` is called after
-    every step. Deterministic on CPU for a given seed.
+    a large group cannot crowd out a small one. `on_progress(step, losses)` is called every
+    `progress_every` steps and after the last, with the losses averaged since the last call.
+    Deterministic on CPU for a given seed.
     """
     if not pairs:
         raise ValueError("no training pairs")
@@ -177,6 +181,8 @@ def train_segmenter(
         raise ValueError(f"{len(groups)} group labels for {len(pairs)} pairs")
     if steps < 0:
         raise ValueError("steps must be >= 0")
+    if progress_every < 1:
+        raise ValueError(f"progress_every must be >= 1, got {progress_every}")
     if crop % 2**levels:
         raise ValueError(f"crop {crop} is not a multiple of 2**levels = {2**levels}")
     members = None
@@ -196,8 +202,10 @@ def train_segmenter(
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
     model.train()
+    sums: dict[str, Tensor] = {}
+    since = 0
     for step in range(1, steps + 1):
-        batch = _random_batch(data, batch_size, crop, gen, members).to(device)
+        batch = to_device(_random_batch(data, batch_size, crop, gen, members), device)
         batch = _pad_to_multiple(batch, 2**levels)
         image, mask, fov = batch[:, :3], batch[:, 3:4], batch[:, 4:5]
         losses = fov_loss(model(image), mask, fov)
@@ -205,8 +213,16 @@ def train_segmenter(
         losses["loss"].backward()
         opt.step()
         sched.step()
-        if on_progress is not None:
-            on_progress(step, {k: float(v.detach()) for k, v in losses.items()})
+        if on_progress is None:
+            continue
+        # Summed on the device and read once per report: reading a CUDA loss every step
+        # would make the host wait for each step before queueing the next.
+        for k, v in losses.items():
+            sums[k] = sums[k] + v.detach() if k in sums else v.detach()
+        since += 1
+        if step % progress_every == 0 or step == steps:
+            on_progress(step, {k: float(v) / since for k, v in sums.items()})
+            sums, since = {}, 0
     return model.eval()
 
 

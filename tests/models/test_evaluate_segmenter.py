@@ -74,6 +74,21 @@ class TestTrainAndPredict:
             assert torch.equal(pa, pb)
         assert not a.training
 
+    def test_progress_averages_losses_between_reports(self, pairs) -> None:
+        kwargs = dict(steps=5, batch_size=2, crop=32, levels=2, base=4, seed=2)
+        every_step: list[tuple[int, dict[str, float]]] = []
+        sparse: list[tuple[int, dict[str, float]]] = []
+        train_segmenter(pairs, on_progress=lambda s, loss: every_step.append((s, loss)), **kwargs)
+        train_segmenter(
+            pairs, on_progress=lambda s, loss: sparse.append((s, loss)), progress_every=2, **kwargs
+        )
+        assert [s for s, _ in sparse] == [2, 4, 5]  # and always after the last step
+        per_step = [loss["loss"] for _, loss in every_step]
+        expected = [np.mean(per_step[0:2]), np.mean(per_step[2:4]), per_step[4]]
+        assert [loss["loss"] for _, loss in sparse] == pytest.approx(expected, rel=1e-5)
+        with pytest.raises(ValueError, match="progress_every"):
+            train_segmenter(pairs, progress_every=0, **kwargs)
+
     def test_crop_must_fit_levels(self, pairs) -> None:
         with pytest.raises(ValueError, match="multiple"):
             train_segmenter(pairs, steps=1, crop=30, levels=2, base=4)

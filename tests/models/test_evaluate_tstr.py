@@ -60,6 +60,22 @@ class TestRunTstr:
         assert details["seeds"] == [0, 1] and details["n_train"] == 3
         assert "tstr_f1_ratio" in rows
 
+    def test_progress_reports_are_bounded_per_run(self) -> None:
+        # A worker commits every report to the job's row: not one per segmenter step.
+        fractions: list[float] = []
+        tstr.run_tstr(
+            phantom_pairs(2, size=32, seed=0),
+            [],
+            phantom_pairs(1, size=32, seed=200),
+            arms=("real",),
+            seeds=(0,),
+            on_progress=lambda f, m: fractions.append(f),
+            **{**TINY, "steps": 4 * tstr.REPORTS_PER_RUN},
+        )
+        # REPORTS_PER_RUN while training, then one when the run is scored.
+        assert len(fractions) == tstr.REPORTS_PER_RUN + 1
+        assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+
     def test_empty_synthetic_skips_its_arms(self) -> None:
         real = phantom_pairs(2, size=32, seed=0)
         result = tstr.run_tstr(real, [], phantom_pairs(1, size=32, seed=9), seeds=(0,), **TINY)
