@@ -23,8 +23,8 @@ from models.config import PipelineConfig, Stage1Config
 from models.data import FundusPair
 from models.networks import Runtime, resolve_device
 from models.seeds import stable_seed
-from models.stage1 import decode_geometry, sample_noise
-from models.stage2 import condition
+from models.stage1 import decode_geometry, drawn_vessel_map, sample_noise
+from models.stage2 import condition, condition_vessels
 from models.transforms import to_uint8_images
 
 if TYPE_CHECKING:
@@ -76,22 +76,30 @@ def synthesize(
     """
     with runtime.autocast():
         geometry = stage1(runtime.tensor(z)).float()
-    mask, fov = decode_geometry(config.stage1, geometry)
-    return paint(stage2, config, mask, fov, runtime, appearance), mask, fov
+    if not config.stage2.soft_condition:
+        mask, fov = decode_geometry(config.stage1, geometry)
+        return paint(stage2, config, mask, fov, runtime, appearance), mask, fov
+    # Stage II paints from the map, and the published mask is where its vessels show.
+    mask, fov = decode_geometry(
+        config.stage1, geometry, threshold=config.stage2.soft_mask_threshold
+    )
+    image = paint(stage2, config, drawn_vessel_map(geometry, fov), fov, runtime, appearance)
+    return image, mask, fov
 
 
 @torch.inference_mode()
 def paint(
     stage2: Callable[[Tensor], Tensor],
     config: PipelineConfig,
-    mask: Tensor,
+    vessels: Tensor,
     fov: Tensor,
     runtime: Runtime,
     appearance: Tensor | None = None,
 ) -> Tensor:
-    """Stage II alone: binary (mask, FOV) batches -> images in [-1, 1], black outside the FOV."""
+    """Stage II alone: (vessels, FOV) batches in [0, 1] (``condition``) -> images in
+    [-1, 1], black outside the FOV."""
     with runtime.autocast():
-        image = stage2(runtime.tensor(condition(config.stage2, mask, fov))).float()
+        image = stage2(runtime.tensor(condition(config.stage2, vessels, fov))).float()
     image = torch.where(fov > 0, image.clamp(-1.0, 1.0), torch.full_like(image, -1.0))
     if appearance is not None:
         image = restyle(image, fov, appearance)
@@ -207,7 +215,8 @@ def paint_masks(
         if pipeline.appearance is not None:
             looks = pipeline.appearance.draw([sample_seed(seed, i) for i in indices])
         mask, fov = runtime.tensor(_binary(masks)), runtime.tensor(_binary(fovs))
-        images = to_uint8_images(paint(stage2, pipeline.config, mask, fov, runtime, looks))
+        vessels = condition_vessels(pipeline.config, mask)
+        images = to_uint8_images(paint(stage2, pipeline.config, vessels, fov, runtime, looks))
         for j, i in enumerate(indices):
             name = f"{i:05d}-{sources[j].name}"
             out.append(FundusPair(name=name, image=images[j], mask=masks[j], fov=fovs[j]))

@@ -87,32 +87,52 @@ def gaussian_kernel(sigma: float) -> Tensor:
     return weights / weights.sum()
 
 
+def blur_vessels(vessels: Tensor, kernel: Tensor, gain: float) -> Tensor:
+    """A [0, 1] vessel channel blurred by the separable ``kernel``, times ``gain``, clipped."""
+    k = kernel.to(vessels.device, vessels.dtype)
+    r = k.numel() // 2
+    vessels = F.conv2d(F.pad(vessels, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+    vessels = F.conv2d(F.pad(vessels, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
+    return (vessels * gain).clamp(0, 1)
+
+
 def soften_vessels(geometry: Tensor, kernel: Tensor, gain: float) -> Tensor:
     """Blur the vessel channel of a [-1, 1] (mask, FOV) batch, scale by ``gain``, clip.
 
     The FOV is left binary: its edge is one smooth curve already.
     """
-    k = kernel.to(geometry.device, geometry.dtype)
-    r = k.numel() // 2
-    vessels = (geometry[:, :1] + 1) / 2
-    vessels = F.conv2d(F.pad(vessels, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
-    vessels = F.conv2d(F.pad(vessels, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
-    vessels = (vessels * gain).clamp(0, 1)
+    vessels = blur_vessels((geometry[:, :1] + 1) / 2, kernel, gain)
     return torch.cat([vessels * 2 - 1, geometry[:, 1:]], dim=1)
 
 
-def decode_geometry(cfg: Stage1Config, geometry: Tensor) -> tuple[Tensor, Tensor]:
+def vessel_map(cfg: Stage1Config, mask: Tensor) -> Tensor:
+    """Binary vessel masks in {0, 1} -> the [0, 1] map Stage I learns to draw of them."""
+    if cfg.soft_sigma <= 0:
+        return mask
+    return blur_vessels(mask, gaussian_kernel(cfg.soft_sigma), cfg.soft_gain)
+
+
+def drawn_vessel_map(geometry: Tensor, fov: Tensor) -> Tensor:
+    """The generator's [-1, 1] output -> its vessel channel in [0, 1] before the cut, zero
+    outside the (decoded) FOV: the sample's counterpart of ``vessel_map``."""
+    return (geometry[:, :1].clamp(-1.0, 1.0) + 1) / 2 * fov
+
+
+def decode_geometry(
+    cfg: Stage1Config, geometry: Tensor, *, threshold: float | None = None
+) -> tuple[Tensor, Tensor]:
     """The generator's [-1, 1] output -> (vessel mask, FOV) in {0, 1}, vessels only inside.
 
     The vessel channel is cut at ``cfg.vessel_threshold``, where the blur of
-    ``soften_vessels`` is best undone; the binary FOV at 0, then filled (``fill_fov``)
-    where ``cfg.fill_fov`` asks.
+    ``soften_vessels`` is best undone, or at ``threshold`` when given; the binary FOV at 0,
+    then filled (``fill_fov``) where ``cfg.fill_fov`` asks.
     """
     fov = (geometry[:, 1:2] > 0).to(geometry.dtype)
     if cfg.fill_fov:
         fov = fill_fov(fov)
     # Vessels exist only inside the eye; Stage I occasionally paints a few outside it.
-    mask = (geometry[:, 0:1] > cfg.vessel_threshold).to(geometry.dtype) * fov
+    cut = cfg.vessel_threshold if threshold is None else threshold
+    mask = (geometry[:, 0:1] > cut).to(geometry.dtype) * fov
     return mask, fov
 
 

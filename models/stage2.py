@@ -12,9 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.config import Stage2Config
+from models.config import PipelineConfig, Stage2Config
 from models.evaluate.segmenter import fov_loss
 from models.networks import AdversarialPair, Runtime, build_discriminator, build_generator
+from models.stage1 import vessel_map
 from models.transforms import diff_augment
 
 IMAGE_CHANNELS = 3
@@ -52,10 +53,17 @@ def build_stage2_discriminator(
     )
 
 
-def condition(cfg: Stage2Config, mask: Tensor, fov: Tensor) -> Tensor:
-    """Binary (mask, FOV) in {0, 1} -> the generator's [-1, 1] input."""
-    x = torch.cat([mask, fov], dim=1) if cfg.use_fov else mask
+def condition(cfg: Stage2Config, vessels: Tensor, fov: Tensor) -> Tensor:
+    """(vessels, FOV) in [0, 1] -> the generator's [-1, 1] input. ``vessels`` is a binary
+    mask, or with ``cfg.soft_condition`` a vessel map (``condition_vessels``)."""
+    x = torch.cat([vessels, fov], dim=1) if cfg.use_fov else vessels
     return x * 2 - 1
+
+
+def condition_vessels(config: PipelineConfig, mask: Tensor) -> Tensor:
+    """What Stage II is conditioned on for binary vessel masks: the masks themselves, or
+    with ``soft_condition`` the map Stage I learns to draw of them (``vessel_map``)."""
+    return vessel_map(config.stage1, mask) if config.stage2.soft_condition else mask
 
 
 class Pix2Pix(AdversarialPair):
@@ -71,10 +79,15 @@ class Pix2Pix(AdversarialPair):
         generator_net: nn.Module | None = None,
         discriminator_net: nn.Module | None = None,
         segmenter: nn.Module | None = None,
+        vessel_threshold: float = 0.0,
     ) -> None:
         """``segmenter``: a trained vessel segmenter for the consistency loss; it is frozen
-        and kept in eval mode here. Required when ``cfg.seg_weight`` > 0."""
+        and kept in eval mode here. Required when ``cfg.seg_weight`` > 0.
+        ``vessel_threshold``: the level in [-1, 1] above which the condition's vessel
+        channel is a vessel, for that loss: Stage I's cut when Stage II is conditioned on
+        its vessel map, any level for binary masks."""
         self.cfg = cfg
+        self.vessel_threshold = vessel_threshold
         super().__init__(
             # Generator first: both draw their initial weights from init_generator.
             generator=generator_net
@@ -134,13 +147,14 @@ class Pix2Pix(AdversarialPair):
         return {k: v.detach() for k, v in losses.items()}
 
     def _vessel_consistency(self, cond: Tensor, fake: Tensor) -> Tensor:
-        """How far the frozen segmenter's reading of `fake` is from the condition's mask.
+        """How far the frozen segmenter's reading of `fake` is from the condition's mask
+        (its vessel channel cut where a sample's published mask is).
 
         L1 alone lets thin vessels fade into the background (a blurred vessel costs little);
         a segmenter that cannot find them costs a lot, which is what keeps them drawable.
         """
         assert self.segmenter is not None
-        mask = (cond[:, :1] > 0).float()
+        mask = (cond[:, :1] > self.vessel_threshold).float()
         fov = (cond[:, 1:2] > 0).float() if self.cfg.use_fov else torch.ones_like(mask)
         with self.runtime.autocast():
             logits = self.segmenter(fake).float()

@@ -33,7 +33,7 @@ from models.generate import noise_batch, sample_grid
 from models.networks import Runtime, resolve_device
 from models.seeds import stable_seed
 from models.stage1 import DCGAN, real_geometry
-from models.stage2 import Pix2Pix, condition
+from models.stage2 import Pix2Pix, condition, condition_vessels
 from models.transforms import joint_augment, to_device, to_tensor
 
 __all__ = ["TrainProgress", "TrainedPipeline", "resolve_device", "train_pipeline"]
@@ -151,6 +151,7 @@ def train_pipeline(
         runtime=runtime,
         init_generator=init_rng,
         segmenter=consistency_segmenter(pairs, config, seed=seed, device=dev),
+        vessel_threshold=config.stage1.vessel_threshold,
     )
     start = 0
     if resume is not None:
@@ -205,7 +206,7 @@ def train_pipeline(
         if stage1_steps == 0 or step <= stage1_steps:
             out = s1.step(runtime.tensor(real_geometry(msk, fov)), rngs["stage1"])
         out |= s2.step(
-            runtime.tensor(condition(config.stage2, msk, fov)),
+            runtime.tensor(condition(config.stage2, condition_vessels(config, msk), fov)),
             runtime.tensor(img),
             rngs["stage2"],
         )

@@ -2,17 +2,20 @@ from __future__ import annotations
 
 import dataclasses
 import io
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import Tensor, nn
 
 from models.checkpoint import load_pipeline, save_pipeline
 from models.data import FundusPair
-from models.generate import generate, paint_masks, sample_seed
+from models.generate import generate, paint_masks, sample_noise_for, sample_seed
 from models.imageio import encode_many, encode_png, encode_thumbnail
 from models.phantom import phantom_pairs
+from models.stage1 import decode_geometry, drawn_vessel_map, vessel_map
 from models.train import TrainedPipeline, train_pipeline
 from tests.tiny import (
     SIZE,
@@ -156,6 +159,81 @@ class TestPaintMasks:
         pair = FundusPair("m", s.image, s.mask, s.fov)
         with pytest.raises(ValueError):
             paint_masks(disc_pipeline, [pair], count=-1, seed=0)
+
+
+class RecordingStage2(nn.Module):
+    """A Stage II that paints mid-grey and keeps what it was conditioned on. Generation
+    deep-copies its networks, so the record is kept on the class."""
+
+    conditions: list[Tensor] = []
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(()))
+
+    def forward(self, cond: Tensor) -> Tensor:
+        RecordingStage2.conditions.append(cond.detach().clone())
+        return self.bias.expand(cond.shape[0], 3, *cond.shape[2:])
+
+
+class TestSoftCondition:
+    """``stage2.soft_condition``: Stage II reads Stage I's vessel map, not its cut."""
+
+    @pytest.fixture
+    def recording(self, disc_pipeline: TrainedPipeline) -> Iterator[TrainedPipeline]:
+        RecordingStage2.conditions = []
+        yield dataclasses.replace(disc_pipeline, stage2_generator=RecordingStage2())
+        RecordingStage2.conditions = []
+
+    @staticmethod
+    def soft(p: TrainedPipeline) -> TrainedPipeline:
+        cfg = p.config
+        soft = dataclasses.replace(cfg.stage2, soft_condition=True)
+        return dataclasses.replace(p, config=dataclasses.replace(cfg, stage2=soft))
+
+    def test_generation_feeds_stage2_the_drawn_map_and_publishes_where_it_shows(
+        self, recording: TrainedPipeline
+    ) -> None:
+        soft = self.soft(recording)
+        samples = stack(list(generate(soft, count=2, seed=3)))
+        binary = stack(list(generate(recording, count=2, seed=3)))
+        (soft_cond, binary_cond) = RecordingStage2.conditions
+        z = sample_noise_for(soft.config.stage1, 3, range(2))
+        geometry = DiscStage1()(z)
+        cut, fov = decode_geometry(soft.config.stage1, geometry)
+        assert torch.allclose(soft_cond[:, :1], drawn_vessel_map(geometry, fov) * 2 - 1)
+        assert ((soft_cond[:, :1] > -1) & (soft_cond[:, :1] < 1)).any()  # not binary
+        assert torch.equal(binary_cond[:, :1], cut * 2 - 1)
+        np.testing.assert_array_equal(binary[1], cut[:, 0].to(torch.uint8).numpy())
+        # The soft pipeline publishes its map cut lower, where the painted vessels show.
+        threshold = soft.config.stage2.soft_mask_threshold
+        assert threshold < soft.config.stage1.vessel_threshold
+        shown, _ = decode_geometry(soft.config.stage1, geometry, threshold=threshold)
+        np.testing.assert_array_equal(samples[1], shown[:, 0].to(torch.uint8).numpy())
+        assert samples[1].sum() > binary[1].sum()
+
+    def test_paintings_of_binary_masks_condition_on_their_map(
+        self, recording: TrainedPipeline
+    ) -> None:
+        soft = self.soft(recording)
+        samples = generate(soft, count=2, seed=1)
+        pairs = [FundusPair(f"s{s.index}", s.image, s.mask, s.fov) for s in samples]
+        RecordingStage2.conditions = []
+        paint_masks(soft, pairs, count=2, seed=0)
+        (cond,) = RecordingStage2.conditions
+        masks = torch.from_numpy(np.stack([p.mask for p in pairs])).float()[:, None]
+        assert torch.equal(cond[:, :1], vessel_map(soft.config.stage1, masks) * 2 - 1)
+
+    def test_needs_a_vessel_map(self) -> None:
+        cfg = tiny_config()
+        with pytest.raises(ValueError, match="soft_mask_threshold"):
+            dataclasses.replace(cfg.stage2, soft_mask_threshold=1.0)
+        with pytest.raises(ValueError, match="soft_condition"):
+            dataclasses.replace(
+                cfg,
+                stage1=dataclasses.replace(cfg.stage1, soft_sigma=0.0),
+                stage2=dataclasses.replace(cfg.stage2, soft_condition=True),
+            )
 
 
 def test_sample_seed_is_stable() -> None:

@@ -23,9 +23,11 @@ from models.stage1 import (
     build_stage1_discriminator,
     build_stage1_generator,
     decode_geometry,
+    drawn_vessel_map,
     gaussian_kernel,
     real_geometry,
     soften_vessels,
+    vessel_map,
 )
 from models.stage2 import build_stage2_discriminator, build_stage2_generator
 from models.transforms import to_tensor
@@ -275,6 +277,11 @@ class TestSoftVessels:
             mask, fov01 = decode_geometry(Stage1Config(vessel_threshold=threshold), geometry)
             assert mask.flatten().tolist() == expected
             assert fov01.flatten().tolist() == [1, 1, 1, 0]
+            # A threshold given overrides the config's.
+            mask, _ = decode_geometry(
+                Stage1Config(vessel_threshold=0.9), geometry, threshold=threshold
+            )
+            assert mask.flatten().tolist() == expected
 
     def test_decoding_fills_the_fov_where_the_config_asks(self) -> None:
         fov = -torch.ones(1, 1, 5, 5)
@@ -302,6 +309,24 @@ class TestSoftVessels:
         # Measured 0.97 at the recipe's 0.5 and 0.77 at 0, where the blur's skirts pass.
         assert dice(cfg.vessel_threshold) > 0.95
         assert dice(0.0) < 0.8
+
+    def test_vessel_map_is_what_the_discriminator_sees_of_a_real_mask(self) -> None:
+        cfg = named_config("default", resolution=64).stage1
+        _, masks, fovs = to_tensor(load_pairs("phantom", resolution=64, limit=2))
+        seen = soften_vessels(
+            real_geometry(masks, fovs), gaussian_kernel(cfg.soft_sigma), cfg.soft_gain
+        )
+        assert torch.equal(vessel_map(cfg, masks) * 2 - 1, seen[:, :1])
+        assert torch.equal(vessel_map(dataclasses.replace(cfg, soft_sigma=0.0), masks), masks)
+
+    def test_drawn_vessel_map_is_the_channel_before_the_cut_inside_the_fov(self) -> None:
+        # Faint ridge, strong ridge, tanh overshoot, strong ridge outside the eye.
+        vessels = torch.tensor([0.3, 0.7, 1.2, 0.9]).view(1, 1, 1, 4)
+        fov = torch.tensor([1.0, 1.0, 1.0, -1.0]).view(1, 1, 1, 4)
+        geometry = torch.cat([vessels, fov], dim=1)
+        _, fov01 = decode_geometry(Stage1Config(), geometry)
+        drawn = drawn_vessel_map(geometry, fov01).flatten().tolist()
+        assert drawn == pytest.approx([0.65, 0.85, 1.0, 0.0])
 
     def test_config_checks(self) -> None:
         with pytest.raises(ValueError, match="vessel_threshold"):

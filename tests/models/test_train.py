@@ -10,9 +10,10 @@ import torch
 
 from models.checkpoint import CheckpointError, load_pipeline, save_pipeline
 from models.data import FundusPair
-from models.evaluate.segmenter import train_segmenter
+from models.evaluate.segmenter import fov_loss, train_segmenter
 from models.networks import Runtime
 from models.phantom import phantom_pairs
+from models.stage1 import vessel_map
 from models.stage2 import Pix2Pix, condition
 from models.train import TrainProgress, train_pipeline
 from models.transforms import to_tensor
@@ -97,6 +98,57 @@ class TestTraining:
         assert losses["stage2_seg"] > 0
         for k, v in segmenter.state_dict().items():
             assert torch.equal(v, before[k]), k  # running stats included: eval mode
+
+    def test_soft_condition_trains_stage2_on_the_vessel_map(
+        self, pairs: list[FundusPair], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        seen: list[tuple[torch.Tensor, float]] = []
+        step = Pix2Pix.step
+
+        def spy(self: Pix2Pix, cond: torch.Tensor, *args: object) -> dict:
+            seen.append((cond.clone(), self.vessel_threshold))
+            return step(self, cond, *args)
+
+        monkeypatch.setattr(Pix2Pix, "step", spy)
+        cfg = tiny_config()
+        soft = dataclasses.replace(cfg, stage2=dataclasses.replace(cfg.stage2, soft_condition=True))
+        train_pipeline(pairs, soft, steps=1, seed=2, device="cpu")
+        train_pipeline(pairs, cfg, steps=1, seed=2, device="cpu")
+        (soft_cond, soft_cut), (binary_cond, binary_cut) = seen
+        # One seed, so one batch: the soft condition is the binary one's vessel map.
+        masks = (binary_cond[:, :1] + 1) / 2
+        assert torch.equal(soft_cond[:, :1], vessel_map(cfg.stage1, masks) * 2 - 1)
+        assert torch.equal(soft_cond[:, 1:], binary_cond[:, 1:])
+        assert soft_cut == binary_cut == cfg.stage1.vessel_threshold == 0.5
+
+    def test_consistency_target_is_the_condition_cut_at_the_threshold(
+        self, pairs: list[FundusPair]
+    ) -> None:
+        cfg = tiny_config().stage2
+        segmenter = train_segmenter(pairs, steps=1, crop=32, levels=2, base=4)
+        _, masks, fovs = to_tensor(pairs[:2])
+        # A soft map: faint skirts (0.2 in [0, 1], -0.6 as a condition) around each vessel.
+        vessels = torch.where(masks > 0, torch.ones_like(masks), 0.2 * fovs)
+        cond = condition(cfg, vessels, fovs)
+        fake = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            logits = segmenter(fake)
+
+        def consistency(threshold: float) -> float:
+            s2 = Pix2Pix(
+                dataclasses.replace(cfg, seg_weight=1.0),
+                resolution=SIZE,
+                runtime=Runtime.create(torch.device("cpu"), fast=False),
+                init_generator=torch.Generator().manual_seed(0),
+                segmenter=segmenter,
+                vessel_threshold=threshold,
+            )
+            return float(s2._vessel_consistency(cond, fake))
+
+        assert consistency(0.5) == pytest.approx(float(fov_loss(logits, masks, fovs)["loss"]))
+        skirts_too = (vessels > 0).float()
+        assert consistency(-0.9) == pytest.approx(float(fov_loss(logits, skirts_too, fovs)["loss"]))
+        assert consistency(0.5) != pytest.approx(consistency(-0.9))
 
     def test_stage1_stops_at_its_own_step_count(self, pairs: list[FundusPair]) -> None:
         cfg = tiny_config()
