@@ -129,12 +129,8 @@ class Stage2Config:
     appearance: bool = False
     # Condition on the vessel map Stage I learns to draw (real masks blurred as its
     # discriminator sees them; at generation its vessel channel before the cut) instead of
-    # the binary mask. Needs stage1.soft_sigma > 0.
+    # the binary mask. The published mask is still the cut. Needs stage1.soft_sigma > 0.
     soft_condition: bool = False
-    # With soft_condition, the published mask is Stage I's map cut at this level in [-1, 1]:
-    # where Stage II paints a vessel that shows, which is wider than the cut that undoes
-    # Stage I's blur (stage1.vessel_threshold, what the consistency loss asks for).
-    soft_mask_threshold: float = 0.25
 
     def __post_init__(self) -> None:
         _check(self.depth >= 1, "stage2.depth must be >= 1")
@@ -149,7 +145,6 @@ class Stage2Config:
         _check(self.lr > 0, "stage2.lr must be positive")
         _check(self.seg_weight >= 0, "stage2.seg_weight must be >= 0")
         _check(self.seg_steps >= 1, "stage2.seg_steps must be >= 1")
-        _check(-1 < self.soft_mask_threshold < 1, "stage2.soft_mask_threshold must be in (-1, 1)")
 
     @property
     def cond_channels(self) -> int:

@@ -76,15 +76,9 @@ def synthesize(
     """
     with runtime.autocast():
         geometry = stage1(runtime.tensor(z)).float()
-    if not config.stage2.soft_condition:
-        mask, fov = decode_geometry(config.stage1, geometry)
-        return paint(stage2, config, mask, fov, runtime, appearance), mask, fov
-    # Stage II paints from the map, and the published mask is where its vessels show.
-    mask, fov = decode_geometry(
-        config.stage1, geometry, threshold=config.stage2.soft_mask_threshold
-    )
-    image = paint(stage2, config, drawn_vessel_map(geometry, fov), fov, runtime, appearance)
-    return image, mask, fov
+    mask, fov = decode_geometry(config.stage1, geometry)
+    vessels = drawn_vessel_map(geometry, fov) if config.stage2.soft_condition else mask
+    return paint(stage2, config, vessels, fov, runtime, appearance), mask, fov
 
 
 @torch.inference_mode()

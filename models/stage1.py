@@ -118,21 +118,18 @@ def drawn_vessel_map(geometry: Tensor, fov: Tensor) -> Tensor:
     return (geometry[:, :1].clamp(-1.0, 1.0) + 1) / 2 * fov
 
 
-def decode_geometry(
-    cfg: Stage1Config, geometry: Tensor, *, threshold: float | None = None
-) -> tuple[Tensor, Tensor]:
+def decode_geometry(cfg: Stage1Config, geometry: Tensor) -> tuple[Tensor, Tensor]:
     """The generator's [-1, 1] output -> (vessel mask, FOV) in {0, 1}, vessels only inside.
 
     The vessel channel is cut at ``cfg.vessel_threshold``, where the blur of
-    ``soften_vessels`` is best undone, or at ``threshold`` when given; the binary FOV at 0,
-    then filled (``fill_fov``) where ``cfg.fill_fov`` asks.
+    ``soften_vessels`` is best undone; the binary FOV at 0, then filled (``fill_fov``)
+    where ``cfg.fill_fov`` asks.
     """
     fov = (geometry[:, 1:2] > 0).to(geometry.dtype)
     if cfg.fill_fov:
         fov = fill_fov(fov)
     # Vessels exist only inside the eye; Stage I occasionally paints a few outside it.
-    cut = cfg.vessel_threshold if threshold is None else threshold
-    mask = (geometry[:, 0:1] > cut).to(geometry.dtype) * fov
+    mask = (geometry[:, 0:1] > cfg.vessel_threshold).to(geometry.dtype) * fov
     return mask, fov
 
 

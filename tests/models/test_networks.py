@@ -277,11 +277,6 @@ class TestSoftVessels:
             mask, fov01 = decode_geometry(Stage1Config(vessel_threshold=threshold), geometry)
             assert mask.flatten().tolist() == expected
             assert fov01.flatten().tolist() == [1, 1, 1, 0]
-            # A threshold given overrides the config's.
-            mask, _ = decode_geometry(
-                Stage1Config(vessel_threshold=0.9), geometry, threshold=threshold
-            )
-            assert mask.flatten().tolist() == expected
 
     def test_decoding_fills_the_fov_where_the_config_asks(self) -> None:
         fov = -torch.ones(1, 1, 5, 5)
