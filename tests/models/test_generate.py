@@ -38,6 +38,13 @@ def disc_pipeline(pipeline: TrainedPipeline) -> TrainedPipeline:
     return dataclasses.replace(pipeline, stage1_generator=DiscStage1())
 
 
+def conditioned(p: TrainedPipeline, *, soft: bool) -> TrainedPipeline:
+    """``p`` with Stage II conditioned on Stage I's map (soft) or on its cut."""
+    cfg = p.config
+    stage2 = dataclasses.replace(cfg.stage2, soft_condition=soft)
+    return dataclasses.replace(p, config=dataclasses.replace(cfg, stage2=stage2))
+
+
 class TestGenerate:
     def test_shapes_and_fields(self, pipeline: TrainedPipeline) -> None:
         samples = list(generate(pipeline, count=5, seed=11, start=2, batch_size=2))
@@ -123,11 +130,13 @@ class TestGenerate:
 
 class TestPaintMasks:
     def test_paints_a_mask_as_generation_does(self, disc_pipeline: TrainedPipeline) -> None:
-        """Stage II alone, on the masks Stage I drew, paints the images generation made."""
-        samples = list(generate(disc_pipeline, count=3, seed=4))
+        """Stage II alone, on the masks Stage I drew, paints the images generation made,
+        where Stage II is conditioned on those masks (``TestSoftCondition`` for the map)."""
+        binary = conditioned(disc_pipeline, soft=False)
+        samples = list(generate(binary, count=3, seed=4))
         pairs = [FundusPair(f"s{s.index}", s.image, s.mask, s.fov) for s in samples]
-        painted = paint_masks(disc_pipeline, pairs, count=3, seed=4)
-        assert disc_pipeline.appearance is not None  # the colouring is checked too
+        painted = paint_masks(binary, pairs, count=3, seed=4)
+        assert binary.appearance is not None  # the colouring is checked too
         for sample, pair in zip(samples, painted, strict=True):
             np.testing.assert_array_equal(pair.mask, sample.mask)
             np.testing.assert_array_equal(pair.image, sample.image)
@@ -185,18 +194,12 @@ class TestSoftCondition:
         yield dataclasses.replace(disc_pipeline, stage2_generator=RecordingStage2())
         RecordingStage2.conditions = []
 
-    @staticmethod
-    def soft(p: TrainedPipeline) -> TrainedPipeline:
-        cfg = p.config
-        soft = dataclasses.replace(cfg.stage2, soft_condition=True)
-        return dataclasses.replace(p, config=dataclasses.replace(cfg, stage2=soft))
-
     def test_generation_feeds_stage2_the_drawn_map_and_publishes_the_cut(
         self, recording: TrainedPipeline
     ) -> None:
-        soft = self.soft(recording)
+        soft = conditioned(recording, soft=True)
         samples = stack(list(generate(soft, count=2, seed=3)))
-        binary = stack(list(generate(recording, count=2, seed=3)))
+        binary = stack(list(generate(conditioned(recording, soft=False), count=2, seed=3)))
         (soft_cond, binary_cond) = RecordingStage2.conditions
         z = sample_noise_for(soft.config.stage1, 3, range(2))
         geometry = DiscStage1()(z)
@@ -210,7 +213,7 @@ class TestSoftCondition:
     def test_paintings_of_binary_masks_condition_on_their_map(
         self, recording: TrainedPipeline
     ) -> None:
-        soft = self.soft(recording)
+        soft = conditioned(recording, soft=True)
         samples = generate(soft, count=2, seed=1)
         pairs = [FundusPair(f"s{s.index}", s.image, s.mask, s.fov) for s in samples]
         RecordingStage2.conditions = []

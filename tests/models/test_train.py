@@ -111,9 +111,12 @@ class TestTraining:
 
         monkeypatch.setattr(Pix2Pix, "step", spy)
         cfg = tiny_config()
-        soft = dataclasses.replace(cfg, stage2=dataclasses.replace(cfg.stage2, soft_condition=True))
-        train_pipeline(pairs, soft, steps=1, seed=2, device="cpu")
+        assert cfg.stage2.soft_condition  # the default recipe
+        binary = dataclasses.replace(
+            cfg, stage2=dataclasses.replace(cfg.stage2, soft_condition=False)
+        )
         train_pipeline(pairs, cfg, steps=1, seed=2, device="cpu")
+        train_pipeline(pairs, binary, steps=1, seed=2, device="cpu")
         (soft_cond, soft_cut), (binary_cond, binary_cut) = seen
         # One seed, so one batch: the soft condition is the binary one's vessel map.
         masks = (binary_cond[:, :1] + 1) / 2
