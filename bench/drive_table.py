@@ -18,7 +18,8 @@ networks without the half hour (on a 2-core CPU at 128 px) that training them ag
 ``--paint-real`` adds one more synthetic-only TSTR arm, on Stage II's paintings of the real
 training masks (``painted_real.json`` and a line in ``table.txt``): beside the synthetic-only
 arm it splits the gap to the real arm into what Stage I's masks cost and what Stage II's
-painting costs.
+painting costs, where Stage II paints from the cut mask (not with ``soft_condition``: see
+the README).
 """
 
 from __future__ import annotations
