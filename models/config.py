@@ -131,6 +131,10 @@ class Stage2Config:
     # discriminator sees them; at generation its vessel channel before the cut) instead of
     # the binary mask. The published mask is still the cut. Needs stage1.soft_sigma > 0.
     soft_condition: bool = False
+    # With soft_condition, generation feeds Stage II the map only on and beside (3 x 3) the
+    # published mask's vessels: the faint strokes the cut leaves out would be painted as
+    # vessels the mask does not label. Training is unchanged.
+    paint_labelled_only: bool = False
 
     def __post_init__(self) -> None:
         _check(self.depth >= 1, "stage2.depth must be >= 1")
@@ -173,6 +177,10 @@ class PipelineConfig:
         _check(
             not self.stage2.soft_condition or self.stage1.soft_sigma > 0,
             "stage2.soft_condition needs stage1.soft_sigma > 0 (a vessel map to condition on)",
+        )
+        _check(
+            not self.stage2.paint_labelled_only or self.stage2.soft_condition,
+            "stage2.paint_labelled_only needs stage2.soft_condition (a vessel map to keep)",
         )
 
     def to_dict(self) -> dict[str, Any]:

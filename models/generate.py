@@ -23,8 +23,8 @@ from models.config import PipelineConfig, Stage1Config
 from models.data import FundusPair
 from models.networks import Runtime, resolve_device
 from models.seeds import stable_seed
-from models.stage1 import decode_geometry, drawn_vessel_map, sample_noise
-from models.stage2 import condition, condition_vessels
+from models.stage1 import decode_geometry, sample_noise
+from models.stage2 import condition, condition_vessels, drawn_condition_vessels
 from models.transforms import to_uint8_images
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ def synthesize(
     with runtime.autocast():
         geometry = stage1(runtime.tensor(z)).float()
     mask, fov = decode_geometry(config.stage1, geometry)
-    vessels = drawn_vessel_map(geometry, fov) if config.stage2.soft_condition else mask
+    vessels = drawn_condition_vessels(config, geometry, mask, fov)
     return paint(stage2, config, vessels, fov, runtime, appearance), mask, fov
 
 

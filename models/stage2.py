@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from models.config import PipelineConfig, Stage2Config
 from models.evaluate.segmenter import fov_loss
 from models.networks import AdversarialPair, Runtime, build_discriminator, build_generator
-from models.stage1 import vessel_map
+from models.stage1 import drawn_vessel_map, vessel_map
 from models.transforms import diff_augment
 
 IMAGE_CHANNELS = 3
@@ -64,6 +64,22 @@ def condition_vessels(config: PipelineConfig, mask: Tensor) -> Tensor:
     """What Stage II is conditioned on for binary vessel masks: the masks themselves, or
     with ``soft_condition`` the map Stage I learns to draw of them (``vessel_map``)."""
     return vessel_map(config.stage1, mask) if config.stage2.soft_condition else mask
+
+
+def drawn_condition_vessels(
+    config: PipelineConfig, geometry: Tensor, mask: Tensor, fov: Tensor
+) -> Tensor:
+    """What Stage II is conditioned on for a Stage I sample (its [-1, 1] ``geometry``, cut
+    into ``mask`` and ``fov``): the cut mask, or with ``soft_condition`` Stage I's vessel
+    map; with ``paint_labelled_only`` too, that map only on and beside (3 x 3) the cut's
+    vessels, so the faint strokes the cut leaves out are not painted as unlabelled vessels.
+    """
+    if not config.stage2.soft_condition:
+        return mask
+    drawn = drawn_vessel_map(geometry, fov)
+    if config.stage2.paint_labelled_only:
+        drawn = drawn * F.max_pool2d(mask, 3, stride=1, padding=1)
+    return drawn
 
 
 class Pix2Pix(AdversarialPair):

@@ -38,10 +38,10 @@ def disc_pipeline(pipeline: TrainedPipeline) -> TrainedPipeline:
     return dataclasses.replace(pipeline, stage1_generator=DiscStage1())
 
 
-def conditioned(p: TrainedPipeline, *, soft: bool) -> TrainedPipeline:
+def conditioned(p: TrainedPipeline, *, soft: bool, labelled_only: bool = False) -> TrainedPipeline:
     """``p`` with Stage II conditioned on Stage I's map (soft) or on its cut."""
     cfg = p.config
-    stage2 = dataclasses.replace(cfg.stage2, soft_condition=soft)
+    stage2 = dataclasses.replace(cfg.stage2, soft_condition=soft, paint_labelled_only=labelled_only)
     return dataclasses.replace(p, config=dataclasses.replace(cfg, stage2=stage2))
 
 
@@ -210,6 +210,28 @@ class TestSoftCondition:
         for published in (samples[1], binary[1]):
             np.testing.assert_array_equal(published, cut[:, 0].to(torch.uint8).numpy())
 
+    def test_paint_labelled_only_keeps_the_map_beside_the_cut(
+        self, recording: TrainedPipeline
+    ) -> None:
+        gated = conditioned(recording, soft=True, labelled_only=True)
+        samples = stack(list(generate(gated, count=2, seed=3)))
+        (cond,) = RecordingStage2.conditions
+        geometry = DiscStage1()(sample_noise_for(gated.config.stage1, 3, range(2))).detach()
+        cut, fov = decode_geometry(gated.config.stage1, geometry)
+        drawn = drawn_vessel_map(geometry, fov)[:, 0].numpy()
+        # On or beside a published vessel: any of the 3 x 3 around the pixel is cut.
+        padded = np.pad(cut[:, 0].numpy(), ((0, 0), (1, 1), (1, 1)))
+        h, w = drawn.shape[1:]
+        near = np.zeros_like(drawn, dtype=bool)
+        for dy in range(3):
+            for dx in range(3):
+                near |= padded[:, dy : dy + h, dx : dx + w] > 0
+        vessels = (cond[:, 0].numpy() + 1) / 2
+        np.testing.assert_allclose(vessels, np.where(near, drawn, 0.0), atol=1e-6)
+        assert (drawn[~near] > 0.1).any()  # faint strokes away from the cut were dropped
+        assert ((vessels[near] > 0) & (vessels[near] < 1)).any()  # the kept map is not cut
+        np.testing.assert_array_equal(samples[1], cut[:, 0].to(torch.uint8).numpy())
+
     def test_paintings_of_binary_masks_condition_on_their_map(
         self, recording: TrainedPipeline
     ) -> None:
@@ -229,6 +251,13 @@ class TestSoftCondition:
                 cfg,
                 stage1=dataclasses.replace(cfg.stage1, soft_sigma=0.0),
                 stage2=dataclasses.replace(cfg.stage2, soft_condition=True),
+            )
+        with pytest.raises(ValueError, match="paint_labelled_only"):
+            dataclasses.replace(
+                cfg,
+                stage2=dataclasses.replace(
+                    cfg.stage2, soft_condition=False, paint_labelled_only=True
+                ),
             )
 
 
