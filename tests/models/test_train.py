@@ -113,7 +113,8 @@ class TestTraining:
         cfg = tiny_config()
         assert cfg.stage2.soft_condition  # the default recipe
         binary = dataclasses.replace(
-            cfg, stage2=dataclasses.replace(cfg.stage2, soft_condition=False)
+            cfg,
+            stage2=dataclasses.replace(cfg.stage2, soft_condition=False, paint_labelled_only=False),
         )
         train_pipeline(pairs, cfg, steps=1, seed=2, device="cpu")
         train_pipeline(pairs, binary, steps=1, seed=2, device="cpu")
