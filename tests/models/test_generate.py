@@ -39,7 +39,8 @@ def disc_pipeline(pipeline: TrainedPipeline) -> TrainedPipeline:
 
 
 def conditioned(p: TrainedPipeline, *, soft: bool, labelled_only: bool = False) -> TrainedPipeline:
-    """``p`` with Stage II conditioned on Stage I's map (soft) or on its cut."""
+    """``p`` with Stage II conditioned on Stage I's cut, or on its map (soft), kept to the
+    cut's vessels with ``labelled_only``."""
     cfg = p.config
     stage2 = dataclasses.replace(cfg.stage2, soft_condition=soft, paint_labelled_only=labelled_only)
     return dataclasses.replace(p, config=dataclasses.replace(cfg, stage2=stage2))
