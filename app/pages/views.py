@@ -40,6 +40,8 @@ METRIC_LABELS = {
     "inception_kid": "Inception-KID, synthetic vs real test",
     "memorisation_min_distance": "Memorisation audit: closest training distance",
     "vessel_orientation": "Vessel edges near an image axis (fraction; real DRIVE: 0.22)",
+    "vessel_pieces": "Vessel pieces per mask (8-connected)",
+    "vessel_connected_share": "Vessel pixels in pieces of 20 px or more (share)",
 }
 STAT_LABELS = {
     "vessel_fraction": "Vessel fraction",

@@ -8,8 +8,9 @@ Used by the evaluation Celery task and the CLI; both store each `Metric` as a `m
   distributions, rule).
 - ``kl_real_syn``, ``kl_syn_real``, ``kl_real_real``: paper-style intensity KL (details:
   per channel, histograms for plotting); the real set is the real training split.
-- ``vessel_fraction``, ``vessel_width``, ``vessel_branch_points``, ``vessel_tortuosity``:
-  synthetic summary as value, the real training split's in details with histograms and W1.
+- ``vessel_fraction``, ``vessel_width``, ``vessel_branch_points``, ``vessel_pieces``,
+  ``vessel_connected_share``, ``vessel_tortuosity``, ``vessel_orientation``: synthetic
+  summary as value, the real training split's in details with histograms and W1.
 - ``tstr_<score>_<arm>`` for score in f1, auc, accuracy, sensitivity, specificity and arm in
   real, synthetic, mixed (real + synthetic, half of each batch; mean over seeds; std and
   per-seed in details), ``tstr_f1_ratio``,
@@ -119,6 +120,8 @@ def _vessel_metrics(real: Sequence[PairLike], synthetic: Sequence[PairLike]) -> 
             "width", "mean", "vessel width (px)", {"unit": "pixels at dataset resolution"}
         ),
         per_image("branch_points", "branch_points"),
+        per_image("pieces", "pieces"),
+        per_image("connected_share", "connected_share"),
         distribution("tortuosity", "median", "tortuosity", {}),
         distribution(
             "orientation",

@@ -19,6 +19,11 @@ Definitions (all on the mask restricted to the FOV, pixels as unit squares):
   same pixels). The chord joins the two end pixels (one neighbour each); when a segment
   does not have exactly two, it joins the two farthest-apart pixels. Approximate: a
   straight line gives 1.0, pixel staircases add a few per cent.
+- **pieces**: 8-connected pieces of the mask, per image. **connected share**: the share of
+  vessel pixels in pieces of at least `min_piece` pixels, per image (none for an empty
+  mask). A generator can match the vessel fraction with short, scattered strokes where real
+  vessels run on; these two see the difference. DRIVE's training masks at 128 px: 78.5
+  pieces and a share of 0.862 in pieces of 20 px or more.
 - **orientation**: the angle between each vessel edge and the nearest image axis, 0 to 45
   degrees, from the gradient of the mask blurred with a Gaussian of `edge_sigma` px (which
   turns pixel staircases into smooth slopes), weighted by the gradient's magnitude.
@@ -41,6 +46,7 @@ WIDTH_BIN = 0.5
 TORTUOSITY_EDGES = np.round(np.arange(1.0, 3.0001, 0.05), 2)
 ORIENTATION_EDGES = np.arange(0.0, 45.0001, 5.0)
 AXIS_BAND = 10.0  # degrees
+MIN_PIECE = 20  # pixels; app/pages/views.py names it in a label
 # Blurred edges weaker than this (a sharp unit step blurred by sigma 1.5 peaks at 0.27) are
 # the faint tails of an edge, not edges.
 EDGE_MIN_GRADIENT = 0.05
@@ -198,9 +204,10 @@ def mask_stats(
     min_segment: int = 10,
     max_radius: int = 16,
     edge_sigma: float = 1.5,
+    min_piece: int = MIN_PIECE,
 ) -> dict[str, Any]:
-    """Statistics of one mask: fraction, widths, branch points, tortuosities and edge
-    orientations (raw values)."""
+    """Statistics of one mask: fraction, widths, branch points, tortuosities, pieces and
+    edge orientations (raw values)."""
     inside = np.asarray(fov) > 0
     vessel = (np.asarray(mask) > 0) & inside
     angles, weights = edge_orientations(vessel, sigma=edge_sigma)
@@ -210,10 +217,16 @@ def mask_stats(
     branch = skel & (crossings >= 3)
     branch_coords = np.argwhere(branch)
     n_branch = len(np.unique(_label_sparse(branch_coords, skel.shape)))
+    _, piece_sizes = np.unique(_label_sparse(np.argwhere(vessel), vessel.shape), return_counts=True)
+    total = int(piece_sizes.sum())
     return {
         "vessel_fraction": float(vessel.sum() / max(int(inside.sum()), 1)),
         "skeleton_pixels": len(skel_coords),
         "branch_points": n_branch,
+        "pieces": len(piece_sizes),
+        "connected_share": float(piece_sizes[piece_sizes >= min_piece].sum() / total)
+        if total
+        else None,
         "widths": _widths(vessel, skel_coords, max_radius),
         "tortuosity": np.asarray(_segment_tortuosity(skel, branch, min_segment)),
         "edge_angles": angles,
@@ -256,18 +269,26 @@ def vessel_stats(
     min_segment: int = 10,
     max_radius: int = 16,
     edge_sigma: float = 1.5,
+    min_piece: int = MIN_PIECE,
 ) -> dict[str, Any]:
     """Distributions and summaries of vessel statistics over a set of masks.
 
-    Returns ``per_image`` (vessel_fraction, branch_points, skeleton_pixels lists),
-    ``width``, ``tortuosity`` and ``orientation`` (summary of pooled values + normalised
-    histogram on fixed edges, so two sets can be overlaid and compared), and ``summary``
-    (flat headline numbers).
+    Returns ``per_image`` (vessel_fraction, branch_points, pieces, connected_share and
+    skeleton_pixels lists), ``width``, ``tortuosity`` and ``orientation`` (summary of pooled
+    values + normalised histogram on fixed edges, so two sets can be overlaid and compared),
+    and ``summary`` (flat headline numbers).
     """
     if len(masks) != len(fovs):
         raise ValueError(f"{len(masks)} masks but {len(fovs)} FOV masks")
     per = [
-        mask_stats(m, f, min_segment=min_segment, max_radius=max_radius, edge_sigma=edge_sigma)
+        mask_stats(
+            m,
+            f,
+            min_segment=min_segment,
+            max_radius=max_radius,
+            edge_sigma=edge_sigma,
+            min_piece=min_piece,
+        )
         for m, f in zip(masks, fovs, strict=True)
     ]
     widths = np.concatenate([p["widths"] for p in per]) if per else np.zeros(0)
@@ -279,11 +300,16 @@ def vessel_stats(
     width_edges = np.arange(0.0, 2 * max_radius + WIDTH_BIN / 2, WIDTH_BIN)
     fractions = [p["vessel_fraction"] for p in per]
     branches = [p["branch_points"] for p in per]
+    pieces = [p["pieces"] for p in per]
+    shares = [p["connected_share"] for p in per]
+    defined_shares = [s for s in shares if s is not None]
     return {
         "n_images": len(per),
         "per_image": {
             "vessel_fraction": fractions,
             "branch_points": branches,
+            "pieces": pieces,
+            "connected_share": shares,
             "skeleton_pixels": [p["skeleton_pixels"] for p in per],
         },
         "width": {**width, "histogram": _histogram(widths, width_edges)},
@@ -292,6 +318,8 @@ def vessel_stats(
         "summary": {
             "vessel_fraction_mean": float(np.mean(fractions)) if per else None,
             "branch_points_mean": float(np.mean(branches)) if per else None,
+            "pieces_mean": float(np.mean(pieces)) if per else None,
+            "connected_share_mean": float(np.mean(defined_shares)) if defined_shares else None,
             "width_mean": width["mean"],
             "width_median": width["median"],
             "tortuosity_median": tortuosity["median"],
@@ -303,6 +331,7 @@ def vessel_stats(
             "max_radius": max_radius,
             "edge_sigma": edge_sigma,
             "axis_band_degrees": AXIS_BAND,
+            "min_piece": min_piece,
         },
     }
 

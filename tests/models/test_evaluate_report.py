@@ -59,6 +59,8 @@ class TestEvaluateDataset:
             "vessel_fraction",
             "vessel_width",
             "vessel_branch_points",
+            "vessel_pieces",
+            "vessel_connected_share",
             "vessel_tortuosity",
             "vessel_orientation",
             "tstr_f1_real",

@@ -70,6 +70,35 @@ class TestMaskStats:
         s = mask_stats(_line(3), fov)
         assert s["vessel_fraction"] == pytest.approx(75 / 1200)
 
+    def test_pieces_are_8_connected(self) -> None:
+        ones = np.ones((40, 60))
+        two = _line(3)
+        two[30:33, 5:55] = 1
+        s = mask_stats(two, ones)
+        assert (s["pieces"], s["connected_share"]) == (2, 1.0)
+        # A one-pixel diagonal touches only at corners: still one piece.
+        assert mask_stats(np.eye(30, dtype=np.uint8), np.ones((30, 30)))["pieces"] == 1
+
+    def test_connected_share_counts_short_pieces_out(self) -> None:
+        m = _line(3)  # 150 px
+        m[2:5, 2] = 1  # a 3 px fleck
+        s = mask_stats(m, np.ones((40, 60)))
+        assert s["pieces"] == 2
+        assert s["connected_share"] == pytest.approx(150 / 153)
+        assert mask_stats(m, np.ones((40, 60)), min_piece=2)["connected_share"] == 1.0
+        assert (
+            mask_stats(m, np.ones((40, 60)), min_piece=150)["connected_share"]
+            == s["connected_share"]
+        )
+        assert mask_stats(m, np.ones((40, 60)), min_piece=151)["connected_share"] == 0.0
+
+    def test_empty_mask_has_no_connected_share(self) -> None:
+        s = vessel_stats([np.zeros((20, 20)), _line(3)], [np.ones((20, 20)), np.ones((40, 60))])
+        assert s["per_image"]["pieces"] == [0, 1]
+        assert s["per_image"]["connected_share"] == [None, 1.0]
+        assert s["summary"]["pieces_mean"] == 0.5
+        assert s["summary"]["connected_share_mean"] == 1.0
+
 
 def _tilted_line(degrees: float, size: int = 96) -> np.ndarray:
     """A 4 px wide line through the centre at `degrees` from the x axis, 80 px long."""
