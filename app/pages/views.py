@@ -33,6 +33,8 @@ METRIC_LABELS = {
     "tstr_f1_second_observer": "F1, second human observer",
     "tstr_auc_synthetic": "TSTR ROC AUC, trained on synthetic",
     "tstr_auc_real": "ROC AUC, trained on real (reference)",
+    "tstr_stray_rate_synthetic": "TSTR stray vessel calls, trained on synthetic",
+    "tstr_stray_rate_real": "Stray vessel calls, trained on real (reference)",
     "kl_real_syn": "KL(real ‖ synthetic), intensities",
     "kl_syn_real": "KL(synthetic ‖ real), intensities",
     "kl_real_real": "KL(real ‖ real) baseline",

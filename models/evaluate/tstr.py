@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.evaluate.scores import SCORE_NAMES, segmentation_scores
+from models.evaluate.scores import SCORE_DEFINITIONS, SCORE_NAMES, segmentation_scores
 from models.evaluate.segmenter import PairLike, UNet, predict, train_segmenter
 
 # Each arm and what it trained on, in words for readers of plots and tables.
@@ -85,6 +85,7 @@ class TSTRResult:
                             "steps": self.steps,
                             "n_train": arm.n_train,
                             "n_test": self.n_test,
+                            **_definition(score),
                         },
                     )
                 )
@@ -108,6 +109,10 @@ class TSTRResult:
                     )
                 )
         return rows
+
+
+def _definition(score: str) -> dict[str, str]:
+    return {"definition": SCORE_DEFINITIONS[score]} if score in SCORE_DEFINITIONS else {}
 
 
 def _score(model: UNet, test: Sequence[PairLike], device: str | torch.device) -> dict:

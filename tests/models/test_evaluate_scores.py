@@ -53,6 +53,44 @@ class TestSegmentationScores:
             segmentation_scores(np.zeros((2, 2)), np.zeros((2, 2)), np.ones((3, 3)))
 
 
+class TestStrayRate:
+    """Background calls away from every reference vessel, apart from those beside one."""
+
+    def test_hand_computed(self) -> None:
+        # 40 px wide: away means more than 1 px from the vessel in column 0, so columns 2+.
+        truth = np.zeros((3, 40), dtype=np.uint8)
+        truth[:, 0] = 1
+        prob = np.zeros((3, 40))
+        prob[0, 1] = 0.9  # beside the vessel: a false positive, not a stray one
+        prob[1, 10] = prob[2, 20] = 0.9
+        fov = np.ones_like(truth)
+        fov[2, 30:] = 0  # 10 background pixels outside the FOV do not count
+        s = segmentation_scores(prob, truth, fov)
+        assert s["fp"] == 3
+        assert s["stray_rate"] == pytest.approx(2 / (3 * 38 - 10))
+
+    def test_distance_grows_with_the_image(self) -> None:
+        # 200 px wide: 5 px, so column 5 is beside the vessel and column 6 away from it.
+        truth = np.zeros((2, 200), dtype=np.uint8)
+        truth[:, 0] = 1
+        fov = np.ones_like(truth)
+        beside, away = np.zeros((2, 200)), np.zeros((2, 200))
+        beside[0, 5] = away[0, 6] = 1.0
+        assert segmentation_scores(beside, truth, fov)["stray_rate"] == 0.0
+        assert segmentation_scores(away, truth, fov)["stray_rate"] == pytest.approx(1 / (2 * 194))
+
+    def test_pooled_over_images_and_none_without_background_away(self) -> None:
+        truth = np.zeros((1, 40), dtype=np.uint8)
+        truth[0, ::2] = 1  # every background pixel is beside a vessel
+        s = segmentation_scores(np.ones((1, 40)), truth, np.ones((1, 40)))
+        assert s["stray_rate"] is None
+        other = np.zeros((1, 40), dtype=np.uint8)
+        pooled = segmentation_scores(
+            [np.ones((1, 40)), np.ones((1, 40))], [truth, other], [np.ones((1, 40))] * 2
+        )
+        assert pooled["stray_rate"] == 1.0
+
+
 class TestRocAuc:
     def test_ties_count_half(self) -> None:
         # Positives {.5, .9}, negatives {.5, .5}: .5 ties both (2 x 0.5), .9 beats both.

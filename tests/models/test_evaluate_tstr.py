@@ -59,6 +59,8 @@ class TestRunTstr:
         assert details["std"] == pytest.approx(np.std(details["per_seed"]))
         assert details["seeds"] == [0, 1] and details["n_train"] == 3
         assert "tstr_f1_ratio" in rows
+        assert "farther than" in rows["tstr_stray_rate_real"][1]["definition"]
+        assert "definition" not in rows["tstr_f1_real"][1]
 
     def test_progress_reports_are_bounded_per_run(self) -> None:
         # A worker commits every report to the job's row: not one per segmenter step.
