@@ -25,8 +25,8 @@ SCORE_NAMES: tuple[str, ...] = (
 # synthetic pairs err most: on DRIVE at 128 px, 4.9% against 0.4% for real pairs (README).
 STRAY_DISTANCE = 1 / 40
 SCORE_DEFINITIONS = {
-    "stray_rate": "share of the FOV's background farther than 1/40 of the image width from "
-    "every reference vessel that is predicted vessel",
+    "stray_rate": f"share of the FOV's background farther than 1/{round(1 / STRAY_DISTANCE)} "
+    "of the image width from every reference vessel that is predicted vessel",
 }
 
 ArrayOrList = np.ndarray | Sequence[np.ndarray]
@@ -62,7 +62,7 @@ def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     return out
 
 
-def away_from_vessels(truth: np.ndarray) -> np.ndarray:
+def _away_from_vessels(truth: np.ndarray) -> np.ndarray:
     """The pixels farther than ``STRAY_DISTANCE`` of the width from every vessel of ``truth``
     (at least 1 px)."""
     radius = max(1, round(np.asarray(truth).shape[1] * STRAY_DISTANCE))
@@ -106,9 +106,9 @@ def segmentation_scores(
 
     `prob`, `truth` and `fov` are each one (H, W) array or a list of them (sizes may differ
     between images). A pixel is predicted vessel when prob >= threshold. Returns f1 (Dice),
-    auc, accuracy, sensitivity, specificity, stray_rate (the share of the background away from
-    every vessel, ``away_from_vessels``, predicted vessel; None where undefined) and the
-    pooled confusion counts tp, fp, tn, fn.
+    auc, accuracy, sensitivity, specificity, stray_rate (of the background farther than
+    ``STRAY_DISTANCE`` of the width from every vessel, the share predicted vessel; None where
+    undefined) and the pooled confusion counts tp, fp, tn, fn.
     """
     p = _pooled(prob, fov).astype(np.float64)
     t = _pooled(truth, fov).astype(bool)
@@ -120,9 +120,9 @@ def segmentation_scores(
     fn = int(np.count_nonzero(~pred & t))
     tn = int(np.count_nonzero(~pred & ~t))
     if isinstance(truth, np.ndarray):
-        away = _pooled(away_from_vessels(truth), fov)
+        away = _pooled(_away_from_vessels(truth), fov)
     else:
-        away = _pooled([away_from_vessels(m) for m in truth], fov)
+        away = _pooled([_away_from_vessels(m) for m in truth], fov)
     return {
         "f1": _ratio(2 * tp, 2 * tp + fp + fn),
         "auc": roc_auc(p, t),
