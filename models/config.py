@@ -5,7 +5,8 @@ convolutions and batch norm, z ~ U[-1, 1]^100, two generator steps per discrimin
 pix2pix U-Net with 8 downsamplings at 512 px, PatchGAN on (mask, image), L1:adversarial
 1:1). ``default`` is what we actually ship: DiffAugment on both discriminators (20 training
 pairs is the normal case), a FOV channel so generated images are black outside the disc,
-pix2pix's lambda_L1 = 100, and widths chosen so a 64 px pipeline trains on a laptop CPU.
+lambda_L1 = 20 up to 128 px (pix2pix's 100 above), and widths chosen so a 64 px pipeline
+trains on a laptop CPU.
 """
 
 from __future__ import annotations
