@@ -11,9 +11,9 @@ Used by the evaluation Celery task and the CLI; both store each `Metric` as a `m
 - ``vessel_fraction``, ``vessel_width``, ``vessel_branch_points``, ``vessel_pieces``,
   ``vessel_connected_share``, ``vessel_tortuosity``, ``vessel_orientation``: synthetic
   summary as value, the real training split's in details with histograms and W1.
-- ``tstr_<score>_<arm>`` for score in f1, auc, accuracy, sensitivity, specificity and arm in
-  real, synthetic, mixed (real + synthetic, half of each batch; mean over seeds; std and
-  per-seed in details), ``tstr_f1_ratio``,
+- ``tstr_<score>_<arm>`` for score in ``scores.SCORE_NAMES`` (f1, auc, accuracy,
+  sensitivity, specificity, stray_rate) and arm in real, synthetic, mixed (real + synthetic,
+  half of each batch; mean over seeds; std and per-seed in details), ``tstr_f1_ratio``,
   and ``tstr_<score>_second_observer`` when a second observer is given.
 - ``seg_fid``, ``seg_kid``: synthetic vs real test images in the real-trained segmenter's
   feature space (baseline: real training vs real test, in details).
