@@ -318,7 +318,8 @@ def named_config(name: str, *, resolution: int) -> PipelineConfig:
             # pix2pix's 100 paints smooth backgrounds. A fifth of it lets the adversarial loss
             # paint a blotchier grain (DRIVE 128 px, 2,000 steps, TSTR 4,000 steps, AMD EPYC):
             # synthetic-only F1 0.715 and 0.714 against 0.709 and 0.690 for seeds 2 and 3.
-            # Not measured above 128 px, so larger pipelines keep 100.
+            # Not measured above 128 px, so larger pipelines keep 100. A noise channel into
+            # the generator on top (0.722 and 0.700) did not help: README, "Data".
             lambda_l1=20.0 if small else 100.0,
             # Conditioned on the real masks' coverage at 128 px (area fraction of the 565 px
             # annotation) in place of the binary mask, Stage II alone (2,000 steps) painted
