@@ -315,8 +315,7 @@ def named_config(name: str, *, resolution: int) -> PipelineConfig:
             # 16 (trained in the whole 2,000-step pipeline, same seed): no better.
             d_width=16 if small else 32,
             d_layers=2 if small else 3,
-            # pix2pix's 100 paints smooth backgrounds. A fifth of it lets the adversarial loss
-            # paint a blotchier grain (DRIVE 128 px, 2,000 steps, TSTR 4,000 steps, AMD EPYC):
+            # A fifth of pix2pix's 100 (DRIVE 128 px, 2,000 steps, TSTR 4,000 steps, AMD EPYC):
             # synthetic-only F1 0.715 and 0.714 against 0.709 and 0.690 for seeds 2 and 3.
             # Not measured above 128 px, so larger pipelines keep 100. A noise channel into
             # the generator on top (0.722 and 0.700) did not help: README, "Data".
