@@ -354,6 +354,10 @@ def named_config(name: str, *, resolution: int) -> PipelineConfig:
             # target instead of the mask (sensitivity 0.719 against 0.701, specificity 0.948
             # against 0.955); 0.703 and 0.677 adding L1 between its encoder's features of the
             # painted and the real image (weight 10); 0.703 and 0.671 with both.
+            # With the rest of the default as it now is (map kept to the cut, L1 20), weight 0
+            # paints fainter vessels from the same Stage I: 0.640 and 0.681 against 0.715 and
+            # 0.714 (seeds 2 and 3, 128 px, TSTR 4,000 steps), sensitivity 0.571 and 0.600
+            # against 0.715 and 0.740, stray rate 0.025 and 0.010 against 0.040 and 0.044.
             seg_weight=5.0,
             seg_steps=400,
             # DRIVE at 128 px, one 2,000-step pipeline (seed 0), 64 samples, TSTR 200 steps,
