@@ -326,7 +326,7 @@ def named_config(name: str, *, resolution: int) -> PipelineConfig:
             # synthetic-only F1 0.715 and 0.714 against 0.709 and 0.690 for seeds 2 and 3.
             # Not measured above 128 px, so larger pipelines keep 100. A noise channel into
             # the generator on top (0.722 and 0.700) did not help: README, "Data".
-            # Lower still, 5 scored 0.739 and 0.715 (real + synthetic 0.815 and 0.809, as at
+            # A weight of 5 scored 0.739 and 0.715 (real + synthetic 0.815 and 0.809, as at
             # 20) and 1 scored 0.693 (seed 2), but at 5 the paintings lose the macula and
             # ring each vessel with a bright rim: the gain is one seed's, bought with images
             # less like a fundus, so 20 stays.
