@@ -24,7 +24,7 @@ from models.networks import (
     build_discriminator,
     build_generator,
 )
-from models.transforms import diff_augment, fill_fov, to_device
+from models.transforms import diff_augment, fill_fov, largest_region, to_device
 
 CHANNELS = 2  # vessel mask, FOV
 
@@ -122,10 +122,12 @@ def decode_geometry(cfg: Stage1Config, geometry: Tensor) -> tuple[Tensor, Tensor
     """The generator's [-1, 1] output -> (vessel mask, FOV) in {0, 1}, vessels only inside.
 
     The vessel channel is cut at ``cfg.vessel_threshold``, where the blur of
-    ``soften_vessels`` is best undone; the binary FOV at 0, then filled (``fill_fov``)
-    where ``cfg.fill_fov`` asks.
+    ``soften_vessels`` is best undone; the binary FOV at 0, then kept to its largest region
+    and filled where ``cfg.drop_fov_islands`` and ``cfg.fill_fov`` ask.
     """
     fov = (geometry[:, 1:2] > 0).to(geometry.dtype)
+    if cfg.drop_fov_islands:
+        fov = largest_region(fov)
     if cfg.fill_fov:
         fov = fill_fov(fov)
     # Vessels exist only inside the eye; Stage I occasionally paints a few outside it.

@@ -290,6 +290,18 @@ class TestSoftVessels:
         assert torch.equal(mask, filled)  # vessels everywhere inside, the filled hole too
         assert named_config("default", resolution=64).stage1.fill_fov
 
+    def test_decoding_drops_fov_islands_where_the_config_asks(self) -> None:
+        fov = -torch.ones(1, 1, 6, 6)
+        fov[..., 1:5, 1:5] = 1
+        fov[..., 0, 5] = 1  # a speck in the corner, where the vessel channel draws a vessel
+        geometry = torch.cat([torch.ones_like(fov), fov], dim=1)
+        _, plain = decode_geometry(Stage1Config(), geometry)
+        mask, whole = decode_geometry(Stage1Config(drop_fov_islands=True), geometry)
+        assert plain[0, 0, 0, 5] == 1 and plain.sum() == 17
+        assert whole[0, 0, 0, 5] == 0 and whole.sum() == 16
+        assert torch.equal(mask, whole)  # no vessel left on the speck
+        assert named_config("default", resolution=64).stage1.drop_fov_islands
+
     def test_the_recipe_threshold_undoes_its_blur(self) -> None:
         cfg = named_config("default", resolution=64).stage1
         _, masks, fovs = to_tensor(load_pairs("phantom", resolution=64, limit=8))
