@@ -338,7 +338,8 @@ def named_config(name: str, *, resolution: int) -> PipelineConfig:
             # A weight of 5 scored 0.739 and 0.715 (real + synthetic 0.815 and 0.809, as at
             # 20) and 1 scored 0.693 (seed 2), but at 5 the paintings lose the macula and
             # ring each vessel with a bright rim: the gain is one seed's, bought with images
-            # less like a fundus, so 20 stays.
+            # less like a fundus, so 20 stays. Weight 10, and 5 with the colour augmentation
+            # off (below), matched the default on another machine: README, "Data".
             lambda_l1=20.0 if small else 100.0,
             # Conditioned on the real masks' coverage at 128 px (area fraction of the 565 px
             # annotation) in place of the binary mask, Stage II alone (2,000 steps) painted
