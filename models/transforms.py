@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from models.regions import component_labels
+
 if TYPE_CHECKING:
     from models.data import FundusPair
 
@@ -81,42 +83,18 @@ def fill_fov(fov: Tensor) -> Tensor:
 
 def largest_region(fov: Tensor) -> Tensor:
     """A {0, 1} (..., H, W) FOV with only its largest 4-connected region kept, per image
-    (one of them where two tie). Same dtype as ``fov``; an empty FOV stays empty.
-
-    Torch has no connected-component labelling, so each FOV pixel starts with a label of
-    its own; each round, every run of FOV pixels along a row and then along a column takes
-    the run's largest label, and each label jumps to the largest any of its pixels reached
-    (so labels merge across the image, not one run at a time). A disc settles in two rounds.
+    (one of them where two tie). Same dtype and device as ``fov``; an empty FOV stays empty.
     """
     h, w = fov.shape[-2:]
-    inside = (fov > 0).reshape(-1, h, w)
-    n = inside.shape[0]
-    label = torch.arange(1, n * h * w + 1, device=fov.device).view(n, h, w) * inside
-    while True:
-        spread = _run_max(_run_max(label, inside).mT, inside.mT).mT
-        reached = torch.arange(n * h * w + 1, device=fov.device)
-        reached = reached.scatter_reduce(0, label.flatten(), spread.flatten(), reduce="amax")
-        while not torch.equal(reached[reached], reached):
-            reached = reached[reached]
-        spread = reached[spread]
-        if torch.equal(spread, label):
-            break
-        label = spread
-    sizes = torch.bincount(label.flatten(), minlength=n * h * w + 1)[1:].view(n, h * w)
-    largest = sizes.argmax(dim=1) + 1 + torch.arange(n, device=fov.device) * (h * w)
-    keep = (label == largest.view(n, 1, 1)) & inside
-    return keep.reshape(fov.shape).to(fov.dtype)
-
-
-def _run_max(label: Tensor, inside: Tensor) -> Tensor:
-    """(N, H, W) ``label`` with each run of True in ``inside`` along a row set to the run's
-    largest label, and 0 outside ``inside``."""
-    after_gap = torch.cat([torch.zeros_like(inside[..., :1]), inside[..., :-1]], dim=-1)
-    # A row starts after a gap, so no run crosses into the next row: one count numbers all.
-    run = torch.cumsum((inside & ~after_gap).flatten(), 0) * inside.flatten()
-    best = torch.zeros(int(run.max()) + 1, dtype=label.dtype, device=label.device)
-    best = best.scatter_reduce(0, run, label.flatten(), reduce="amax")
-    return best[run].reshape(label.shape)
+    inside = (fov > 0).reshape(-1, h, w).cpu().numpy()
+    keep = np.zeros_like(inside)
+    for one, kept in zip(inside, keep, strict=True):
+        coords = np.argwhere(one)
+        if len(coords):
+            labels = component_labels(coords, (h, w), connectivity=4)
+            ids, sizes = np.unique(labels, return_counts=True)
+            kept[tuple(coords[labels == ids[sizes.argmax()]].T)] = True
+    return torch.from_numpy(keep).to(fov.device).reshape(fov.shape).to(fov.dtype)
 
 
 def _between_first_and_last(inside: Tensor, dim: int) -> Tensor:

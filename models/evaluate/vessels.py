@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from models.regions import component_labels
+
 # P2..P9 of Zhang & Suen (1984): N, NE, E, SE, S, SW, W, NW.
 _RING = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))
 WIDTH_BIN = 0.5
@@ -94,34 +96,6 @@ def skeletonize(mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def _label_sparse(coords: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """8-connected component labels (representative indices) for pixel coordinates."""
-    k = len(coords)
-    if k == 0:
-        return np.zeros(0, dtype=np.int64)
-    index = np.full((shape[0] + 2, shape[1] + 2), -1, dtype=np.int64)
-    index[coords[:, 0] + 1, coords[:, 1] + 1] = np.arange(k)
-    us, vs = [], []
-    for dy, dx in ((0, 1), (1, -1), (1, 0), (1, 1)):
-        other = index[coords[:, 0] + 1 + dy, coords[:, 1] + 1 + dx]
-        keep = other >= 0
-        us.append(np.nonzero(keep)[0])
-        vs.append(other[keep])
-    u, v = np.concatenate(us), np.concatenate(vs)
-    labels = np.arange(k)
-    # Min-label propagation with pointer jumping: converges in a few dozen rounds even for
-    # long vessels, all in numpy.
-    while True:
-        old = labels
-        m = np.minimum(labels[u], labels[v])
-        labels = labels.copy()
-        np.minimum.at(labels, u, m)
-        np.minimum.at(labels, v, m)
-        labels = labels[labels]
-        if np.array_equal(labels, old):
-            return labels
-
-
 def _widths(vessel: np.ndarray, skel_coords: np.ndarray, max_radius: int) -> np.ndarray:
     r = max_radius
     dy, dx = np.mgrid[-r : r + 1, -r : r + 1]
@@ -147,7 +121,7 @@ def _segment_tortuosity(skel: np.ndarray, branch: np.ndarray, min_segment: int) 
     coords = np.argwhere(seg)
     if len(coords) == 0:
         return []
-    labels = _label_sparse(coords, seg.shape)
+    labels = component_labels(coords, seg.shape)
     h, w = seg.shape
     p = np.pad(seg, 1)
 
@@ -216,8 +190,10 @@ def mask_stats(
     crossings = _crossings(_ring(skel.astype(np.uint8)))
     branch = skel & (crossings >= 3)
     branch_coords = np.argwhere(branch)
-    n_branch = len(np.unique(_label_sparse(branch_coords, skel.shape)))
-    _, piece_sizes = np.unique(_label_sparse(np.argwhere(vessel), vessel.shape), return_counts=True)
+    n_branch = len(np.unique(component_labels(branch_coords, skel.shape)))
+    _, piece_sizes = np.unique(
+        component_labels(np.argwhere(vessel), vessel.shape), return_counts=True
+    )
     total = int(piece_sizes.sum())
     return {
         "vessel_fraction": float(vessel.sum() / max(int(inside.sum()), 1)),
