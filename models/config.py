@@ -117,6 +117,9 @@ class Stage2Config:
     d_width: int = 64
     d_layers: int = 3
     lambda_l1: float = 100.0
+    # Weight of pix2pixHD's feature matching: L1 between the discriminator's hidden
+    # activations on the real image and on the painted one (both un-augmented); 0: off.
+    lambda_fm: float = 0.0
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
@@ -150,6 +153,7 @@ class Stage2Config:
         )
         _check(self.d_width > 0 and self.d_layers >= 1, "stage2 discriminator size is invalid")
         _check(self.lambda_l1 >= 0, "stage2.lambda_l1 must be >= 0")
+        _check(self.lambda_fm >= 0, "stage2.lambda_fm must be >= 0")
         _check(self.lr > 0, "stage2.lr must be positive")
         _check(self.seg_weight >= 0, "stage2.seg_weight must be >= 0")
         _check(self.seg_steps >= 1, "stage2.seg_steps must be >= 1")

@@ -419,6 +419,15 @@ class PatchDiscriminator(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.body(x)
 
+    def features(self, x: Tensor) -> list[Tensor]:
+        """Each hidden layer's activations (after its LeakyReLU), for feature matching."""
+        out = []
+        for layer in self.body:
+            x = layer(x)
+            if isinstance(layer, nn.LeakyReLU):
+                out.append(x)
+        return out
+
 
 # --------------------------------------------------------------------------- execution
 

@@ -1,9 +1,10 @@
 """Stage II: pix2pix, (vessel mask[, FOV]) -> RGB fundus image.
 
 U-Net generator that upsamples by resize-then-convolve, PatchGAN discriminator on the
-concatenation (condition, image), loss = adversarial + lambda_l1 * L1 (+ seg_weight * a
-vessel-consistency loss from a frozen segmenter, when one is given). Trained on real
-(mask, image) pairs, as in the paper: it never sees Stage I's output while training.
+concatenation (condition, image), loss = adversarial + lambda_l1 * L1 (+ lambda_fm *
+feature matching, + seg_weight * a vessel-consistency loss from a frozen segmenter, when one
+is given). Trained on real (mask, image) pairs, as in the paper: it never sees Stage I's
+output while training.
 """
 
 from __future__ import annotations
@@ -153,6 +154,9 @@ class Pix2Pix(AdversarialPair):
         loss_l1 = F.l1_loss(fake.float(), real)
         loss_g = loss_adv + self.cfg.lambda_l1 * loss_l1
         losses = {"stage2_d": loss_d, "stage2_g": loss_adv, "stage2_l1": loss_l1}
+        if self.cfg.lambda_fm > 0:
+            losses["stage2_fm"] = self._feature_matching(cond, real, fake)
+            loss_g = loss_g + self.cfg.lambda_fm * losses["stage2_fm"]
         if self.segmenter is not None:
             losses["stage2_seg"] = self._vessel_consistency(cond, fake)
             loss_g = loss_g + self.cfg.seg_weight * losses["stage2_seg"]
@@ -161,6 +165,18 @@ class Pix2Pix(AdversarialPair):
         self.opt_g.step()
         self.discriminator.requires_grad_(True)
         return {k: v.detach() for k, v in losses.items()}
+
+    def _feature_matching(self, cond: Tensor, real: Tensor, fake: Tensor) -> Tensor:
+        """Mean over the discriminator's hidden layers of L1 between its activations on the
+        real and on the painted image. Neither is augmented: each augmentation is drawn per
+        call, and matching features of two different crops would match nothing."""
+        with torch.no_grad(), self.runtime.autocast():
+            target = self.discriminator.features(torch.cat([cond, real], dim=1))
+        with self.runtime.autocast():
+            painted = self.discriminator.features(torch.cat([cond, fake], dim=1))
+        return torch.stack(
+            [F.l1_loss(p.float(), t.float()) for p, t in zip(painted, target, strict=True)]
+        ).mean()
 
     def _vessel_consistency(self, cond: Tensor, fake: Tensor) -> Tensor:
         """How far the frozen segmenter's reading of `fake` is from the condition's mask

@@ -154,6 +154,54 @@ class TestTraining:
         assert consistency(-0.9) == pytest.approx(float(fov_loss(logits, skirts_too, fovs)["loss"]))
         assert consistency(0.5) != pytest.approx(consistency(-0.9))
 
+    def test_feature_matching_is_l1_between_the_discriminators_hidden_layers(
+        self, pairs: list[FundusPair]
+    ) -> None:
+        cfg = dataclasses.replace(tiny_config().stage2, lambda_fm=10.0, seg_weight=0.0)
+        s2 = Pix2Pix(
+            cfg,
+            resolution=SIZE,
+            runtime=Runtime.create(torch.device("cpu"), fast=False),
+            init_generator=torch.Generator().manual_seed(0),
+        )
+        images, masks, fovs = to_tensor(pairs[:2])
+        cond = condition(cfg, masks, fovs)
+        d = s2.discriminator.eval()  # batch norm on running statistics: one input, one answer
+        with torch.no_grad():
+            real = d.features(torch.cat([cond, images], dim=1))
+            assert torch.equal(d.body[-1](real[-1]), d(torch.cat([cond, images], dim=1)))
+        assert len(real) == cfg.d_layers + 1
+
+        fake = (images * 0.5).requires_grad_(True)
+        with torch.no_grad():
+            painted = d.features(torch.cat([cond, fake], dim=1))
+        gaps = [float((p - r).abs().mean()) for p, r in zip(painted, real, strict=True)]
+        by_hand = sum(gaps) / len(gaps)
+        loss = s2._feature_matching(cond, images, fake)
+        assert float(loss.detach()) == pytest.approx(by_hand, rel=1e-5)
+        with torch.no_grad():
+            assert float(s2._feature_matching(cond, images, images)) == 0.0
+        loss.backward()
+        assert fake.grad is not None and fake.grad.abs().sum() > 0
+
+    def test_feature_matching_joins_the_generator_loss_only_when_weighted(
+        self, pairs: list[FundusPair]
+    ) -> None:
+        images, masks, fovs = to_tensor(pairs[:4])
+        for weight in (0.0, 10.0):
+            cfg = dataclasses.replace(tiny_config().stage2, lambda_fm=weight, seg_weight=0.0)
+            s2 = Pix2Pix(
+                cfg,
+                resolution=SIZE,
+                runtime=Runtime.create(torch.device("cpu"), fast=False),
+                init_generator=torch.Generator().manual_seed(0),
+            )
+            losses = s2.step(condition(cfg, masks, fovs), images, torch.Generator().manual_seed(1))
+            assert ("stage2_fm" in losses) == (weight > 0)
+        assert losses["stage2_fm"] > 0
+        with pytest.raises(ValueError, match="lambda_fm"):
+            dataclasses.replace(cfg, lambda_fm=-1.0)
+
     def test_stage1_stops_at_its_own_step_count(self, pairs: list[FundusPair]) -> None:
         cfg = tiny_config()
         stopping = dataclasses.replace(cfg, stage1=dataclasses.replace(cfg.stage1, train_steps=2))
@@ -192,7 +240,8 @@ class TestTraining:
         cfg = tiny_config("paper")
         p = train_pipeline(pairs, cfg, steps=2, device="cpu")
         assert all(math.isfinite(v) for v in p.losses.values())
-        assert "stage2_seg" not in p.losses  # the paper has no consistency loss
+        # The paper has neither a consistency loss nor feature matching.
+        assert not {"stage2_seg", "stage2_fm"} & set(p.losses)
 
     def test_rejects_wrong_resolution(self, pairs: list[FundusPair]) -> None:
         cfg = dataclasses.replace(tiny_config(), resolution=128)
