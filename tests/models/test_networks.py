@@ -144,7 +144,15 @@ class TestConfig:
         cfg = named_config("paper", resolution=512)
         assert (cfg.stage1.z_dim, cfg.stage1.z_dist, cfg.stage1.kernel) == (100, "uniform", 5)
         assert cfg.stage1.g_steps_per_d == 2
-        assert cfg.stage2.lambda_l1 == 1.0 and not cfg.stage2.use_fov
+        assert cfg.stage2.lambda_l1 == 1.0 and cfg.stage2.lambda_fm == 0
+        assert not cfg.stage2.use_fov
+
+    def test_feature_matching_is_on_where_measured_and_off_for_older_pipelines(self) -> None:
+        assert named_config("default", resolution=128).stage2.lambda_fm == 10.0
+        assert named_config("default", resolution=256).stage2.lambda_fm == 0.0
+        stored = named_config("default", resolution=128).to_dict()
+        del stored["stage2"]["lambda_fm"]  # a pipeline trained before the field existed
+        assert PipelineConfig.from_dict(stored).stage2.lambda_fm == 0.0
 
     def test_unknown_key(self) -> None:
         d = named_config("default", resolution=64).to_dict()

@@ -44,12 +44,12 @@ class TestTraining:
         assert p.steps_done == 20
         assert [r.step for r in reports] == list(range(1, 21))
         assert all(r.total == 20 and r.images_per_s > 0 for r in reports)
-        # The default recipe includes Stage II's vessel-consistency loss.
-        keys = {"stage1_d", "stage1_g", "stage2_d", "stage2_g", "stage2_l1", "stage2_seg"}
+        # The default recipe includes Stage II's feature matching and vessel-consistency loss.
+        keys = {"stage1_d", "stage1_g", "stage2_d", "stage2_g", "stage2_l1"}
         for r in reports:
-            assert set(r.losses) == keys
+            assert set(r.losses) == keys | {"stage2_fm", "stage2_seg"}
             assert all(math.isfinite(v) for v in r.losses.values())
-            assert r.losses["stage2_seg"] > 0
+            assert r.losses["stage2_seg"] > 0 and r.losses["stage2_fm"] > 0
         l1 = [r.losses["stage2_l1"] for r in reports]
         assert np.mean(l1[-5:]) < np.mean(l1[:5])
 
