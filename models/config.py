@@ -332,7 +332,10 @@ def named_config(name: str, *, resolution: int) -> PipelineConfig:
             # At 128 px a PatchGAN of 3 layers of width 32 (Stage II trained alone for 2,000
             # steps; TSTR 200 steps, 4 seeds; real arm 0.737) painted the real masks at 0.703
             # and one Stage I's at 0.678, against 0.701 and 0.677 for these 2 layers of width
-            # 16 (trained in the whole 2,000-step pipeline, same seed): no better.
+            # 16 (trained in the whole 2,000-step pipeline, same seed): no better. Nor was a
+            # second one on the pair pooled to half size, as pix2pixHD judges (a prototype;
+            # 2,000-step pipelines, TSTR 4,000 steps, Intel Xeon, Stage I identical): 0.725
+            # and 0.726 against 0.723 and 0.730 (seeds 2 and 3). README, "Data".
             d_width=16 if small else 32,
             d_layers=2 if small else 3,
             # A fifth of pix2pix's 100 (DRIVE 128 px, 2,000 steps, TSTR 4,000 steps, AMD EPYC):
@@ -344,6 +347,8 @@ def named_config(name: str, *, resolution: int) -> PipelineConfig:
             # ring each vessel with a bright rim: the gain is one seed's, bought with images
             # less like a fundus, so 20 stays. Weight 10, and 5 with the colour augmentation
             # off (below), matched the default on another machine: README, "Data".
+            # With feature matching on, 5 scored 0.728 and 0.729 against 0.723 and 0.730
+            # (Intel Xeon), and seed 3's paintings turned blotchy.
             lambda_l1=20.0 if small else 100.0,
             # pix2pixHD's feature matching, weight 10 (DRIVE 128 px, 2,000-step pipelines,
             # TSTR 4,000 steps, AMD EPYC; each seed's Stage I identical in both): synthetic-
