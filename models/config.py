@@ -354,7 +354,8 @@ def named_config(name: str, *, resolution: int) -> PipelineConfig:
             # TSTR 4,000 steps, AMD EPYC; each seed's Stage I identical in both): synthetic-
             # only F1 0.721 and 0.721 against 0.703 and 0.717 (seeds 2 and 3), stray rate
             # 0.041 and 0.035 against 0.065 and 0.043, the macula kept. Not measured above
-            # 128 px, so larger pipelines train without it. README, "Data".
+            # 128 px, so larger pipelines train without it. Weight 20 scored 0.726 and 0.729
+            # against 0.723 and 0.730 (Intel Xeon) and blotched seed 3's paintings.
             lambda_fm=10.0 if small else 0.0,
             # Conditioned on the real masks' coverage at 128 px (area fraction of the 565 px
             # annotation) in place of the binary mask, Stage II alone (2,000 steps) painted
