@@ -261,7 +261,7 @@ def named_config(name: str, *, resolution: int) -> PipelineConfig:
             # Shown the masks upright instead (discs left or right, as photographed: no
             # quarter turns, mirrored, turned at most 15 degrees), it still drew a mesh with
             # no disc: 0.726 and 0.712 against 0.715 and 0.714 (seeds 2 and 3 at 128 px;
-            # README, "Drawing a disc is not the lever").
+            # docs/drive.md, "Drawing a disc is not the lever").
             rotate_real=True,
             # The average generates with the live network's batch-norm statistics. Giving it
             # its own (BigGAN's standing statistics, 512 noise draws) drew thicker vessels and
@@ -335,18 +335,18 @@ def named_config(name: str, *, resolution: int) -> PipelineConfig:
             # 16 (trained in the whole 2,000-step pipeline, same seed): no better. Nor was a
             # second one on the pair pooled to half size, as pix2pixHD judges (a prototype;
             # 2,000-step pipelines, TSTR 4,000 steps, Intel Xeon, Stage I identical): 0.725
-            # and 0.726 against 0.723 and 0.730 (seeds 2 and 3). README, "Data".
+            # and 0.726 against 0.723 and 0.730 (seeds 2 and 3). docs/drive.md.
             d_width=16 if small else 32,
             d_layers=2 if small else 3,
             # A fifth of pix2pix's 100 (DRIVE 128 px, 2,000 steps, TSTR 4,000 steps, AMD EPYC):
             # synthetic-only F1 0.715 and 0.714 against 0.709 and 0.690 for seeds 2 and 3.
             # Not measured above 128 px, so larger pipelines keep 100. A noise channel into
-            # the generator on top (0.722 and 0.700) did not help: README, "Data".
+            # the generator on top (0.722 and 0.700) did not help: docs/drive.md.
             # A weight of 5 scored 0.739 and 0.715 (real + synthetic 0.815 and 0.809, as at
             # 20) and 1 scored 0.693 (seed 2), but at 5 the paintings lose the macula and
             # ring each vessel with a bright rim: the gain is one seed's, bought with images
             # less like a fundus, so 20 stays. Weight 10, and 5 with the colour augmentation
-            # off (below), matched the default on another machine: README, "Data".
+            # off (below), matched the default on another machine: docs/drive.md.
             # With feature matching on, 5 scored 0.728 and 0.729 against 0.723 and 0.730
             # (Intel Xeon), and seed 3's paintings turned blotchy.
             lambda_l1=20.0 if small else 100.0,
@@ -364,7 +364,7 @@ def named_config(name: str, *, resolution: int) -> PipelineConfig:
             # the real masks (TSTR 4,000 steps) ranked vessels better, AUC 0.926 against
             # 0.898, at the same F1 at the 0.5 cut (0.700 against 0.696; 0.734 against 0.703
             # at the cut best on the real training pairs). Stage I does not draw coverage
-            # yet (README, "What those cues are"), so the condition stays binary.
+            # yet (docs/drive.md, "Where the gap is"), so the condition stays binary.
             use_fov=True,
             diffaug="color,translation,cutout",
             # Measured on DRIVE at 128 px, Stage II alone for 1,000 steps, painted onto the

@@ -22,7 +22,8 @@ SCORE_NAMES: tuple[str, ...] = (
 # Background farther than this share of the image's width from every reference vessel (3 px
 # at 128 px, 13 at 512) is away from the vessels: a call there draws a vessel where there is
 # none, where a call beside one only draws it too wide. It is where segmenters trained on
-# synthetic pairs err most: on DRIVE at 128 px, 4.0-4.4% against 0.4% for real pairs (README).
+# synthetic pairs err most: on DRIVE at 128 px, 4.0-4.4% against 0.4% for real pairs
+# (docs/drive.md, "Stray calls").
 STRAY_DISTANCE = 1 / 40
 SCORE_DEFINITIONS = {
     "stray_rate": f"share of the FOV's background farther than 1/{round(1 / STRAY_DISTANCE)} "
