@@ -95,7 +95,8 @@ def image_to_tensor(image: np.ndarray) -> Tensor:
     """(H, W, 3) uint8 -> (3, H, W) float in [-1, 1]."""
     # No contrast normalisation: local normalisation of the green channel lifted the real
     # arm (F1 0.765 against 0.740 on DRIVE at 128 px) but brought out painted background
-    # texture as vessels, doubling the synthetic-only gap (docs/drive.md).
+    # texture as vessels, doubling the synthetic-only gap (docs/drive.md, "The segmenter
+    # reads raw RGB").
     return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 127.5 - 1.0
 
 
