@@ -328,7 +328,8 @@ def named_config(name: str, *, resolution: int) -> PipelineConfig:
             # masks) nor pix2pix's linear lr decay over the second half (0.702, and 0.690 on
             # Stage I's masks) did better. Measured again with the recipe of 2026-12-05
             # (2,000-step pipelines, TSTR 4,000 steps, AMD EPYC, Stage I identical), width 32
-            # scored 0.737 and 0.722 against 0.725 and 0.722 (seeds 2 and 3): docs/drive.md.
+            # scored 0.737 and 0.722 against 0.725 and 0.722 (seeds 2 and 3): docs/drive.md,
+            # "Stage II at width 32".
             width=16 if small else 32,
             max_width=256,
             # At 128 px a PatchGAN of 3 layers of width 32 (Stage II trained alone for 2,000
