@@ -270,7 +270,10 @@ def named_config(name: str, *, resolution: int) -> PipelineConfig:
             # anything else tried when sampling do better: the best of 8 noises per sample by
             # Stage I's discriminator 0.680, noise scaled by 0.8 0.684 (vessel fraction
             # 0.097), Stage II's statistics taken from Stage I's masks 0.679 or from the real
-            # masks 0.687. The live network alone draws blobs.
+            # masks 0.687. Nor, with today's protocol (TSTR 4,000 steps, seeds 2 and 3), did
+            # keeping the 64 of 256 samples Stage II's consistency segmenter reads best:
+            # 0.697 and 0.727 against 0.708 and 0.722 (docs/drive.md, "Keeping the samples
+            # Stage II's segmenter reads best"). The live network alone draws blobs.
             ema=0.995,
             d_spectral_norm=True,
             # Tried at 128 px on DRIVE: sigma 0.5 drew thinner but more fragmented vessels.
