@@ -220,6 +220,20 @@ class TestDatasetPage:
             "synthetic pairs or 20 real pairs; tested on 20 real images." in text
         )
 
+    def test_says_when_tstr_was_not_run(
+        self, client: TestClient, session: Session, s3_storage: Storage
+    ) -> None:
+        # `make demo` publishes with no segmenter steps: its other evidence has no TSTR row.
+        dataset = publish(session, s3_storage, title="Untested vessels")
+        session.add(Metric(dataset_id=dataset.id, name="kl_real_syn", value=0.012))
+        session.flush()
+        text = visible_text(client.get(f"/gallery/{dataset.slug}").text)
+        assert "TSTR F1 not measured" in text
+        assert "No TSTR figures were recorded for this dataset" in text
+        assert "TSTR: a U-Net vessel segmenter is trained" not in text
+        card = visible_text(client.get("/gallery").text).split("Untested vessels", 1)[1]
+        assert card.split("Published", 1)[0].strip().endswith("TSTR F1 not measured")
+
     def test_says_what_kl_cannot_show(
         self, client: TestClient, session: Session, published: Dataset
     ) -> None:
