@@ -304,6 +304,30 @@ class TestBrowser:
         playwright_api.expect(page.locator("#kl-caveat")).to_contain_text("by construction")
         shoot(page, "dataset-desktop.png")
 
+    def test_card_without_tstr_is_not_clipped(
+        self, tab: Tab, live: Live, engine: Engine, live_storage: S3Storage
+    ) -> None:
+        # Facts do not wrap; "not measured" once ran past a card's edge, cut to "not measure".
+        with Session(engine, expire_on_commit=False) as session:
+            untested = factories.make_published_dataset(
+                session, live_storage, title="Untested retinas", count=2, resolution=32
+            )
+            session.commit()
+        try:
+            page = tab.page
+            page.goto(live.url + "/gallery")
+            card = page.locator(".card", has_text="Untested retinas")
+            playwright_api.expect(card.locator("dd.unmeasured")).to_have_text("not measured")
+            clipped = card.locator(".facts dd").evaluate_all(
+                "dds => dds.filter(d => d.scrollWidth > d.clientWidth).map(d => d.textContent)"
+            )
+            assert clipped == []
+        finally:
+            with Session(engine) as session:
+                session.execute(delete(Dataset).where(Dataset.id == untested.id))
+                session.execute(delete(Pipeline).where(Pipeline.id == untested.pipeline_id))
+                session.commit()
+
     def test_dataset_page_on_a_phone(self, phone: Tab, live: Live, live_dataset: Dataset) -> None:
         page = phone.page
         page.goto(f"{live.url}/gallery/{live_dataset.slug}")
