@@ -32,6 +32,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Docstrings are wrapped at 100 columns; markdown rejoins their lines in --help.
+    rich_markup_mode="markdown",
 )
 log = logging.getLogger("synthmed.cli")
 
@@ -377,9 +379,10 @@ def demo(
     count: Annotated[int, typer.Option(help="Pairs in the first dataset.")] = 16,
     steps: Annotated[int, typer.Option(help="Training steps if no pipeline exists.")] = 900,
 ) -> None:
-    """Migrate, train a 64 px pipeline on phantom data if none exists, start a worker,
-    generate and publish a first dataset through the job path, and serve the site.
+    """Try it on one machine: a phantom-trained pipeline, a first dataset, the site.
 
+    Migrates, trains a 64 px pipeline on phantom data if none exists, starts a worker,
+    generates and publishes a first dataset through the job path, and serves the site.
     Ctrl-C stops every process it started.
     """
     from workers.demo import run_demo

@@ -50,3 +50,11 @@ def test_every_command_explains_itself(runner: CliRunner) -> None:
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0
         assert "Usage" in result.output
+
+
+def test_help_reflows_the_docstring_paragraphs(runner: CliRunner) -> None:
+    # Docstrings are wrapped at 100 columns in the source; a wide terminal gets each paragraph
+    # as one line, not the source's line breaks.
+    result = runner.invoke(app, ["generate", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "(images/, masks/, metadata.csv). Without it, a dataset is created" in result.output
