@@ -425,6 +425,10 @@ def named_config(name: str, *, resolution: int) -> PipelineConfig:
             # label. Kept to the cut's vessels and their edges (seeds 2 and 3 on a third AMD
             # EPYC, the same protocol, 2,000 and 4,000 steps): 0.709, 0.690, 0.703 and 0.701
             # against 0.711, 0.630, 0.685 and 0.667 (real arm 0.816); sensitivity up in all four.
+            # Feeding the left-out strokes at a quarter or half strength instead, as faint
+            # unlabelled vessels like real images have, scored 0.699 and 0.702 (seed 2) and
+            # 0.711 and 0.700 (seed 3) against 0.708 and 0.722, with more stray calls
+            # (docs/drive.md, "Painting the strokes the cut leaves out, faintly").
             paint_labelled_only=True,
         ),
         batch_size=8,
