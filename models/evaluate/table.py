@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 # (label, paper value, our metric name). The paper reports single numbers, no spread.
@@ -45,18 +46,26 @@ def _ours(row: dict[str, Any] | None) -> str:
     return text
 
 
+def text_columns(rows: Sequence[Sequence[str]], align: str, *, rule: bool = False) -> list[str]:
+    """Rows of cells as lines of aligned columns: `align` has one "<" (left) or ">" (right)
+    per column; `rule` underlines the first row, the header."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(align))]
+    lines = [
+        "  ".join(
+            cell.ljust(w) if a == "<" else cell.rjust(w)
+            for cell, w, a in zip(r, widths, align, strict=True)
+        ).rstrip()
+        for r in rows
+    ]
+    if rule:
+        lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
 def format_table(metrics: list[dict[str, Any]]) -> str:
     """A plain-text table: the paper's figures and ours (mean ± std over seeds where given)."""
     by_name = {m["name"]: m for m in metrics}
     header = ("", "paper", "ours")
     rows = [(label, _fmt(paper), _ours(by_name.get(name))) for label, paper, name in PAPER_ROWS]
     rows += [(label, "", _ours(by_name[name])) for label, name in EXTRA_ROWS if name in by_name]
-    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(3)]
-    lines = [
-        "  ".join(
-            (cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i])) for i, cell in enumerate(r)
-        ).rstrip()
-        for r in (header, *rows)
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return "\n".join(text_columns([header, *rows], "<>>", rule=True))
