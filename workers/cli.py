@@ -1,4 +1,4 @@
-"""The `synthmed` command: train, generate, evaluate, publish, serve, worker, demo.
+"""The `synthmed` command: train, generate, evaluate, publish, audit, serve, worker, demo.
 
 Heavy imports (torch, the models) happen inside the commands that need them, so
 `synthmed --help` and `synthmed serve` start fast.
@@ -300,10 +300,48 @@ def publish(slug: Annotated[str, typer.Argument(help="The dataset's slug.")]) ->
             dataset = datasets.get_by_slug(session, slug)
             if dataset is None:
                 fail(f"no dataset {slug!r}")
+            audit_failed = dataset.audit_passed is False
             datasets.publish(session, dataset=dataset)
     except SynthMedError as exc:
-        fail(exc.detail)
+        fail(exc.detail + (f" (`synthmed audit {slug}` shows why)" if audit_failed else ""))
     typer.echo(f"dataset {slug} is published")
+
+
+@app.command()
+def audit(
+    slug: Annotated[str, typer.Argument(help="The dataset's slug (drafts too).")],
+    sheet: Annotated[
+        Path | None,
+        typer.Option(help="Also draw the closest pairs to this PNG. It shows private images."),
+    ] = None,
+) -> None:
+    """Show a dataset's memorisation audit: the verdict, the rule and the samples that came
+    closest to a training image, each with the training image it matched.
+
+    For admins on this machine: the training images are private. `--sheet` draws each closest
+    synthetic sample beside its training match, flipped as the audit matched it; keep that
+    file off anything public.
+    """
+    settings = get_settings()
+    sessions = _sessions(settings)
+    from workers.audit import audit_evidence, describe, write_closest_pairs_sheet
+
+    with session_scope(sessions) as session:
+        dataset = datasets.get_by_slug(session, slug)
+        if dataset is None:
+            fail(f"no dataset {slug!r}")
+        evidence = audit_evidence(dataset)
+        if evidence is None:
+            fail(f"dataset {slug} has no memorisation audit yet (it is {dataset.status})")
+        typer.echo(describe(dataset, evidence))
+        if sheet is not None:
+            try:
+                write_closest_pairs_sheet(
+                    session, storage_from_settings(settings), dataset, evidence, sheet
+                )
+            except (ValueError, OSError) as exc:  # DataError is a ValueError
+                fail(str(exc))
+            typer.echo(f"closest pairs drawn to {sheet} (private training images)")
 
 
 def server_options() -> dict[str, Any]:

@@ -31,12 +31,18 @@ def held_out_source(data_source: str, real_test: str | None) -> str:
     return real_test
 
 
+def training_split(data_source: str, *, resolution: int) -> list[FundusPair]:
+    """The training pairs a pipeline learnt from, as its datasets are measured and audited
+    against them."""
+    return load_pairs(data_source, resolution=resolution)
+
+
 def real_splits(
     data_source: str, *, resolution: int, real_test: str | None = None
 ) -> tuple[list[FundusPair], list[FundusPair], list[np.ndarray] | None]:
     """(training pairs the pipeline learnt from, unseen real test pairs, the test split's
     second-observer masks when it has them)."""
-    train = load_pairs(data_source, resolution=resolution)
+    train = training_split(data_source, resolution=resolution)
     source = held_out_source(data_source, real_test)
     if source == PHANTOM:
         test = phantom_pairs(PHANTOM_TEST_COUNT, size=resolution, seed=PHANTOM_TEST_SEED)

@@ -146,7 +146,9 @@ def generate_dataset(ctx: WorkerContext, *, job_id: int) -> None:
 
 
 AUDIT_PASSED = "memorisation_passed"
-# Audit details that name or picture training images: kept for admins, never public.
+# Audit details that name or picture training images: kept for admins (`synthmed audit`) in
+# a private row of this name, never public.
+AUDIT_EVIDENCE = "memorisation_evidence"
 PRIVATE_AUDIT_KEYS = ("closest",)
 
 
@@ -162,9 +164,7 @@ def metric_rows(measured: list[EvaluationMetric]) -> list[Metric]:
                 evidence[m.name] = private
         rows.append(Metric(name=m.name, value=m.value, details=details))
     if evidence:
-        rows.append(
-            Metric(name="memorisation_evidence", value=None, details=evidence, private=True)
-        )
+        rows.append(Metric(name=AUDIT_EVIDENCE, value=None, details=evidence, private=True))
     return rows
 
 

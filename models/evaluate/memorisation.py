@@ -33,7 +33,9 @@ import torch.nn.functional as F
 
 from models.evaluate.segmenter import PairLike
 
-FLIPS: tuple[str, ...] = ("none", "lr", "ud", "lr+ud")
+# The image axes each flip reverses: 0 is rows (up-down), 1 is columns (left-right).
+_FLIP_AXES: dict[str, tuple[int, ...]] = {"none": (), "lr": (1,), "ud": (0,), "lr+ud": (0, 1)}
+FLIPS: tuple[str, ...] = tuple(_FLIP_AXES)
 
 
 @dataclass(frozen=True)
@@ -190,8 +192,15 @@ def _embed(
 
 
 def _flipped(x: torch.Tensor, flip: str) -> torch.Tensor:
-    dims = {"none": [], "lr": [-1], "ud": [-2], "lr+ud": [-2, -1]}[flip]
+    """A (N, H, W) batch flipped as `flip` says."""
+    dims = [axis + 1 for axis in _FLIP_AXES[flip]]
     return x.flip(dims) if dims else x
+
+
+def flipped_like_audit(array: np.ndarray, flip: str) -> np.ndarray:
+    """An (H, W) or (H, W, C) array flipped as the audit flipped the training sample it
+    matched (`ClosestPair.flip_dice` / `flip_similarity`), so it lines up with the sample."""
+    return np.ascontiguousarray(np.flip(array, _FLIP_AXES[flip]))
 
 
 def _nearest(

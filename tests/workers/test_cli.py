@@ -30,6 +30,7 @@ def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
         (["generate", "--pipeline", "abc"], "must be an integer id or 'latest'"),
         (["generate"], "no trained pipeline yet"),
         (["publish", "nope"], "no dataset 'nope'"),
+        (["audit", "nope"], "no dataset 'nope'"),
         (["train", "--data", "/nonexistent", "--steps", "1"], "/nonexistent: no such folder"),
         (["train", "--resolution", "100", "--steps", "1"], "power of two"),
         (["train", "--config", "fancy", "--steps", "1"], "unknown config 'fancy'"),
@@ -46,7 +47,7 @@ def test_bad_input_is_a_clear_error(runner: CliRunner, args: list[str], message:
 
 
 def test_every_command_explains_itself(runner: CliRunner) -> None:
-    for command in ("train", "generate", "evaluate", "publish", "serve", "worker", "demo"):
+    for command in ("train", "generate", "evaluate", "publish", "audit", "serve", "worker", "demo"):
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0
         assert "Usage" in result.output

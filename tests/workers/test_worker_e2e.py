@@ -17,6 +17,7 @@ import pytest
 import redis
 from alembic import command
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from app.datasets.service import datasets
 from app.db import make_engine, make_sessionmaker, session_scope
@@ -152,6 +153,26 @@ def test_worker_generates_evaluates_and_publishes(
         assert dataset.audit_passed is True
         names = {m.name for m in dataset.metrics}
         assert {"memorisation_passed", "kl_real_syn", "vessel_fraction"} <= names
+
+    # The admin's view of the audit through the real CLI: the verdict, and the closest pairs
+    # drawn to a local file.
+    def cli(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "workers.cli", *args],
+            cwd=ROOT,
+            env=_env(e2e_settings),
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    sheet = tmp_path / "closest.png"
+    shown = cli("audit", slug, "--sheet", str(sheet))
+    assert f"memorisation audit passed, 0 of {count} samples flagged" in shown
+    assert "phantom_" in shown  # the training images matched are named
+    with Image.open(sheet) as drawn:
+        assert drawn.format == "PNG" and drawn.height > drawn.width
 
     with TestClient(create_app(e2e_settings)) as client:
         response = client.get(f"/datasets/{slug}/download")
