@@ -1,4 +1,5 @@
-"""The `synthmed` command: train, generate, evaluate, publish, audit, serve, worker, demo.
+"""The `synthmed` command: train, generate, evaluate, publish, datasets, watch, audit, serve,
+worker, demo.
 
 Heavy imports (torch, the models) happen inside the commands that need them, so
 `synthmed --help` and `synthmed serve` start fast.
@@ -25,7 +26,7 @@ from app.jobs.service import jobs
 from app.pipelines.service import pipelines
 from app.settings import ROOT, Settings, get_settings
 from app.storage import storage_from_settings
-from app.tables import DatasetStatus, JobState
+from app.tables import DatasetStatus, Job, JobState
 
 app = typer.Typer(
     help="SynthMed: train a two-stage fundus GAN, generate synthetic datasets, publish them.",
@@ -305,6 +306,44 @@ def publish(slug: Annotated[str, typer.Argument(help="The dataset's slug.")]) ->
     except SynthMedError as exc:
         fail(exc.detail + (f" (`synthmed audit {slug}` shows why)" if audit_failed else ""))
     typer.echo(f"dataset {slug} is published")
+
+
+@app.command(name="datasets")
+def list_datasets() -> None:
+    """List every dataset, drafts and failures too, newest first: its status, its audit and
+    where its latest job stands."""
+    from models.evaluate.table import text_columns
+
+    rows = [("slug", "status", "samples", "audit", "latest job")]
+    with session_scope(_sessions(get_settings())) as session:
+        for dataset in datasets.list_all(session):
+            ran = jobs.list_for_dataset(session, dataset_id=dataset.id)
+            audit = {True: "passed", False: "FAILED", None: "-"}[dataset.audit_passed]
+            latest = _job_summary(ran[-1]) if ran else "-"
+            rows.append((dataset.slug, dataset.status, str(dataset.count), audit, latest))
+    if len(rows) == 1:
+        typer.echo("no datasets yet: `synthmed generate` makes one")
+        return
+    typer.echo("\n".join(text_columns(rows, "<<><<", rule=True)))
+
+
+def _job_summary(job: Job) -> str:
+    if job.state is JobState.failed:
+        return f"{job.kind} job {job.id} failed: {job.error}"
+    summary = f"{job.kind} job {job.id} {job.state} {job.progress:.0%}"
+    return f"{summary} ({job.message})" if job.message else summary
+
+
+@app.command()
+def watch(slug: Annotated[str, typer.Argument(help="The dataset's slug.")]) -> None:
+    """Follow a dataset's jobs as progress bars until it is ready, published or failed."""
+    sessions = _sessions(get_settings())
+    with session_scope(sessions) as session:
+        dataset = datasets.get_by_slug(session, slug)
+        if dataset is None:
+            fail(f"no dataset {slug!r}")
+        dataset_id = dataset.id
+    follow_dataset(sessions, dataset_id)
 
 
 @app.command()

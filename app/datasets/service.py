@@ -40,6 +40,10 @@ class DatasetService:
     def get_published(self, session: Session, slug: str) -> Dataset | None:
         return repository.get_published(session, slug=slug)
 
+    def list_all(self, session: Session) -> list[Dataset]:
+        """Every dataset, drafts and failures too, newest first: the admin's list."""
+        return list(session.scalars(select(Dataset).order_by(Dataset.id.desc())))
+
     def create_draft(
         self,
         session: Session,

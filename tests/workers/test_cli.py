@@ -7,7 +7,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from app.db import make_engine, make_sessionmaker, session_scope
 from app.settings import get_settings
+from app.tables import DatasetStatus
+from tests.factories import make_dataset
 from workers.cli import app
 
 
@@ -31,6 +34,7 @@ def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
         (["generate"], "no trained pipeline yet"),
         (["publish", "nope"], "no dataset 'nope'"),
         (["audit", "nope"], "no dataset 'nope'"),
+        (["watch", "nope"], "no dataset 'nope'"),
         (["train", "--data", "/nonexistent", "--steps", "1"], "/nonexistent: no such folder"),
         (["train", "--resolution", "100", "--steps", "1"], "power of two"),
         (["train", "--config", "fancy", "--steps", "1"], "unknown config 'fancy'"),
@@ -47,7 +51,19 @@ def test_bad_input_is_a_clear_error(runner: CliRunner, args: list[str], message:
 
 
 def test_every_command_explains_itself(runner: CliRunner) -> None:
-    for command in ("train", "generate", "evaluate", "publish", "audit", "serve", "worker", "demo"):
+    commands = (
+        "train",
+        "generate",
+        "evaluate",
+        "publish",
+        "datasets",
+        "watch",
+        "audit",
+        "serve",
+        "worker",
+        "demo",
+    )
+    for command in commands:
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0
         assert "Usage" in result.output
@@ -59,3 +75,32 @@ def test_help_reflows_the_docstring_paragraphs(runner: CliRunner) -> None:
     result = runner.invoke(app, ["generate", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
     assert "(images/, masks/, metadata.csv). Without it, a dataset is created" in result.output
+
+
+def test_an_empty_list_says_how_to_fill_it(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["datasets"])
+    assert result.exit_code == 0
+    assert result.output == "no datasets yet: `synthmed generate` makes one\n"
+
+
+def test_a_dataset_that_failed_its_audit_points_to_the_evidence(runner: CliRunner) -> None:
+    sessions = make_sessionmaker(make_engine(get_settings().database_url))
+    with session_scope(sessions) as session:
+        flagged = make_dataset(session, status=DatasetStatus.ready)
+        flagged.audit_passed = False
+        draft = make_dataset(session)
+        flagged_slug, draft_slug = flagged.slug, draft.slug
+
+    result = runner.invoke(app, ["publish", flagged_slug])
+    assert result.exit_code == 2
+    assert f"cannot be published (`synthmed audit {flagged_slug}` shows why)" in result.output
+
+    result = runner.invoke(app, ["audit", draft_slug])
+    assert result.exit_code == 2
+    assert f"dataset {draft_slug} has no memorisation audit yet (it is draft)" in result.output
+
+    listed = runner.invoke(app, ["datasets"], env={"COLUMNS": "200"}).output.splitlines()
+    assert [line.split()[:4] for line in listed[2:]] == [
+        [draft_slug, "draft", "4", "-"],
+        [flagged_slug, "ready", "4", "FAILED"],
+    ]

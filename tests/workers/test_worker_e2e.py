@@ -149,13 +149,14 @@ def test_worker_generates_evaluates_and_publishes(
             (JobKind.evaluate, JobState.succeeded),
         ]
         assert all(j.progress == 1.0 for j in ran)
+        evaluate_job_id = ran[1].id
         dataset = datasets.get(session, dataset_id)
         assert dataset.audit_passed is True
         names = {m.name for m in dataset.metrics}
         assert {"memorisation_passed", "kl_real_syn", "vessel_fraction"} <= names
 
-    # The admin's view of the audit through the real CLI: the verdict, and the closest pairs
-    # drawn to a local file.
+    # The admin's view through the real CLI: the list, the finished jobs, the audit's verdict
+    # and its closest pairs drawn to a local file.
     def cli(*args: str) -> str:
         done = subprocess.run(
             [sys.executable, "-m", "workers.cli", *args],
@@ -167,6 +168,12 @@ def test_worker_generates_evaluates_and_publishes(
         assert done.returncode == 0, done.stderr
         return done.stdout
 
+    listed = cli("datasets").splitlines()
+    assert listed[0].split() == ["slug", "status", "samples", "audit", "latest", "job"]
+    row = next(line for line in listed if line.startswith(slug))
+    assert row.split()[1:4] == ["published", str(count), "passed"]
+    assert f"evaluate job {evaluate_job_id} succeeded 100%" in row
+    assert f"dataset {dataset_id} is published" in cli("watch", slug)
     sheet = tmp_path / "closest.png"
     shown = cli("audit", slug, "--sheet", str(sheet))
     assert f"memorisation audit passed, 0 of {count} samples flagged" in shown
