@@ -296,6 +296,7 @@ def evaluate(
 def publish(slug: Annotated[str, typer.Argument(help="The dataset's slug.")]) -> None:
     """Publish a ready dataset. Refused unless its memorisation audit passed."""
     sessions = _sessions(get_settings())
+    audit_failed = False
     try:
         with session_scope(sessions) as session:
             dataset = datasets.get_by_slug(session, slug)
