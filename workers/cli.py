@@ -1,5 +1,5 @@
-"""The `synthmed` command: train, generate, evaluate, publish, datasets, watch, audit, serve,
-worker, demo.
+"""The `synthmed` command: train, generate, evaluate, publish, unpublish, datasets, watch,
+audit, serve, worker, demo.
 
 Heavy imports (torch, the models) happen inside the commands that need them, so
 `synthmed --help` and `synthmed serve` start fast.
@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from app.datasets.service import datasets
 from app.db import make_engine, session_scope
+from app.downloads import REDIRECT_EXPIRES
 from app.errors import SynthMedError
 from app.jobs.queue import task_sessions
 from app.jobs.service import jobs
@@ -307,6 +308,28 @@ def publish(slug: Annotated[str, typer.Argument(help="The dataset's slug.")]) ->
     except SynthMedError as exc:
         fail(exc.detail + (f" (`synthmed audit {slug}` shows why)" if audit_failed else ""))
     typer.echo(f"dataset {slug} is published")
+
+
+@app.command()
+def unpublish(slug: Annotated[str, typer.Argument(help="The dataset's slug.")]) -> None:
+    """Take a published dataset off the site and API at once (a takedown); `publish` puts it
+    back."""
+    settings = get_settings()
+    try:
+        with session_scope(_sessions(settings)) as session:
+            dataset = datasets.get_by_slug(session, slug)
+            if dataset is None:
+                fail(f"no dataset {slug!r}")
+            datasets.unpublish(session, dataset=dataset)
+    except SynthMedError as exc:
+        fail(exc.detail)
+    said = f"dataset {slug} is unpublished: the site and the API answer 404 for it within seconds"
+    if settings.download_redirect:
+        said += (
+            f"; download links handed out in the last {REDIRECT_EXPIRES // 60} minutes work"
+            " until they expire"
+        )
+    typer.echo(said + ". Copies already fetched (downloads, cached pages) are out of reach.")
 
 
 @app.command(name="datasets")

@@ -126,6 +126,15 @@ class DatasetService:
         dataset.published_at = utcnow()
         session.flush()
 
+    def unpublish(self, session: Session, *, dataset: Dataset) -> None:
+        """Take a published dataset off the site (a takedown): back to ready, so that it can
+        be published again; its samples, metrics and archive are kept."""
+        if dataset.status is not DatasetStatus.published:
+            raise Conflict(f"the dataset is {dataset.status}, not published")
+        dataset.status = DatasetStatus.ready
+        dataset.published_at = None
+        session.flush()
+
     def replace_metrics(self, session: Session, *, dataset: Dataset, metrics: list[Metric]) -> None:
         # A retried evaluation replaces its figures rather than duplicating them.
         session.execute(delete(Metric).where(Metric.dataset_id == dataset.id))

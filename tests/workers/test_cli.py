@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from app.datasets.service import datasets
 from app.db import make_engine, make_sessionmaker, session_scope
 from app.settings import get_settings
 from app.tables import DatasetStatus
@@ -33,6 +34,7 @@ def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
         (["generate", "--pipeline", "abc"], "must be an integer id or 'latest'"),
         (["generate"], "no trained pipeline yet"),
         (["publish", "nope"], "no dataset 'nope'"),
+        (["unpublish", "nope"], "no dataset 'nope'"),
         (["audit", "nope"], "no dataset 'nope'"),
         (["watch", "nope"], "no dataset 'nope'"),
         (["train", "--data", "/nonexistent", "--steps", "1"], "/nonexistent: no such folder"),
@@ -56,6 +58,7 @@ def test_every_command_explains_itself(runner: CliRunner) -> None:
         "generate",
         "evaluate",
         "publish",
+        "unpublish",
         "datasets",
         "watch",
         "audit",
@@ -104,3 +107,20 @@ def test_a_dataset_that_failed_its_audit_points_to_the_evidence(runner: CliRunne
         [draft_slug, "draft", "4", "-"],
         [flagged_slug, "ready", "4", "FAILED"],
     ]
+
+
+def test_unpublish_takes_a_dataset_down_and_says_what_it_cannot_reach(runner: CliRunner) -> None:
+    sessions = make_sessionmaker(make_engine(get_settings().database_url))
+    with session_scope(sessions) as session:
+        slug = make_dataset(session, status=DatasetStatus.published).slug
+
+    result = runner.invoke(app, ["unpublish", slug], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert f"dataset {slug} is unpublished" in result.output
+    assert "Copies already fetched (downloads, cached pages) are out of reach." in result.output
+    with session_scope(sessions) as session:
+        assert datasets.get_by_slug(session, slug).status is DatasetStatus.ready
+
+    again = runner.invoke(app, ["unpublish", slug])
+    assert again.exit_code == 2
+    assert "the dataset is ready, not published" in again.output

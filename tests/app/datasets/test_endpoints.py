@@ -3,10 +3,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from app.datasets.repository import DatasetFilters, list_published, metric_values
+from app.datasets.service import datasets
+from app.errors import Conflict
 from app.main import create_app
 from app.settings import Settings
 from app.storage import Storage
@@ -288,22 +291,23 @@ class TestSamples:
         assert "detail" in r.json()
 
 
+# Every public route of one dataset, after /datasets/{slug}.
+DATASET_ROUTES = (
+    "",
+    "/samples",
+    "/samples/0",
+    "/samples/0/image.png",
+    "/samples/0/mask.png",
+    "/samples/0/thumb.webp",
+    "/download",
+    "/SHA256SUMS",
+    "/metrics",
+    "/croissant",
+)
+
+
 class TestNotFound:
-    @pytest.mark.parametrize(
-        "suffix",
-        [
-            "",
-            "/samples",
-            "/samples/0",
-            "/samples/0/image.png",
-            "/samples/0/mask.png",
-            "/samples/0/thumb.webp",
-            "/download",
-            "/SHA256SUMS",
-            "/metrics",
-            "/croissant",
-        ],
-    )
+    @pytest.mark.parametrize("suffix", DATASET_ROUTES)
     @pytest.mark.parametrize(
         "status", [DatasetStatus.ready, DatasetStatus.evaluating, DatasetStatus.failed, None]
     )
@@ -325,6 +329,34 @@ class TestNotFound:
         assert r.status_code == 404
         assert r.headers["content-type"] == "application/json"
         assert r.json() == {"detail": "no published dataset with that slug"}
+
+
+class TestUnpublish:
+    def test_a_takedown_reaches_every_route_and_can_be_undone(
+        self, app: FastAPI, client: TestClient, session: Session, s3_storage: Storage
+    ) -> None:
+        now = [0.0]
+        cache = app.state.response_cache
+        cache.clock = lambda: now[0]
+        d = make_published_dataset(session, s3_storage, count=1)
+        routes = [f"/datasets/{d.slug}{suffix}" for suffix in DATASET_ROUTES]
+        routes += [f"/gallery/{d.slug}", f"/gallery/{d.slug}/0"]
+        assert [client.get(r).status_code for r in routes] == [200] * len(routes)
+        assert client.get("/datasets").json()["total"] == 1
+        archive = client.get(f"/datasets/{d.slug}/download").content
+
+        datasets.unpublish(session, dataset=d)
+        now[0] += cache.ttl  # the card and the list were cached a moment ago
+        assert {r: client.get(r).status_code for r in routes} == dict.fromkeys(routes, 404)
+        assert client.get("/datasets").json()["total"] == 0
+        assert d.status is DatasetStatus.ready and d.published_at is None
+        with pytest.raises(Conflict, match="the dataset is ready, not published"):
+            datasets.unpublish(session, dataset=d)
+
+        datasets.publish(session, dataset=d)
+        now[0] += cache.ttl
+        assert [client.get(r).status_code for r in routes] == [200] * len(routes)
+        assert client.get(f"/datasets/{d.slug}/download").content == archive
 
 
 class TestOpenAPI:
