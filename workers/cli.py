@@ -312,8 +312,10 @@ def publish(slug: Annotated[str, typer.Argument(help="The dataset's slug.")]) ->
 
 @app.command()
 def unpublish(slug: Annotated[str, typer.Argument(help="The dataset's slug.")]) -> None:
-    """Take a published dataset off the site and API at once (a takedown); `publish` puts it
-    back."""
+    """Take a published dataset off the site and the API: a takedown.
+
+    It goes back to ready, samples and archive kept; `publish` puts it back.
+    """
     settings = get_settings()
     try:
         with session_scope(_sessions(settings)) as session:
@@ -334,8 +336,10 @@ def unpublish(slug: Annotated[str, typer.Argument(help="The dataset's slug.")]) 
 
 @app.command(name="datasets")
 def list_datasets() -> None:
-    """List every dataset, drafts and failures too, newest first: its status, its audit and
-    where its latest job stands."""
+    """List every dataset, drafts and failures too: status, audit and latest job.
+
+    Newest first. Only admins see this list: the site shows published datasets only.
+    """
     from models.evaluate.table import text_columns
 
     rows = [("slug", "status", "samples", "audit", "latest job")]
@@ -378,12 +382,12 @@ def audit(
         typer.Option(help="Also draw the closest pairs to this PNG. It shows private images."),
     ] = None,
 ) -> None:
-    """Show a dataset's memorisation audit: the verdict, the rule and the samples that came
-    closest to a training image, each with the training image it matched.
+    """Show why a dataset passed or failed its memorisation audit.
 
-    For admins on this machine: the training images are private. `--sheet` draws each closest
-    synthetic sample beside its training match, flipped as the audit matched it; keep that
-    file off anything public.
+    The verdict, the rule and the samples that came closest to a training image, each with
+    the training image it matched. For admins on this machine: the training images are
+    private. `--sheet` draws each closest synthetic sample beside its training match, flipped
+    as the audit matched it; keep that file off anything public.
     """
     settings = get_settings()
     sessions = _sessions(settings)
