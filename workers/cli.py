@@ -1,5 +1,5 @@
-"""The `synthmed` command: train, generate, evaluate, publish, unpublish, datasets, watch,
-audit, serve, worker, demo.
+"""The `synthmed` command: train, generate, evaluate, publish, unpublish, pipelines, datasets,
+watch, audit, serve, worker, demo.
 
 Heavy imports (torch, the models) happen inside the commands that need them, so
 `synthmed --help` and `synthmed serve` start fast.
@@ -332,6 +332,26 @@ def unpublish(slug: Annotated[str, typer.Argument(help="The dataset's slug.")]) 
             " until they expire"
         )
     typer.echo(said + ". Copies already fetched (downloads, cached pages) are out of reach.")
+
+
+@app.command(name="pipelines")
+def list_pipelines() -> None:
+    """List every trained pipeline, newest first: the ids `generate --pipeline` takes.
+
+    The data column is where the private training data was read from: admins only.
+    """
+    from models.evaluate.table import text_columns
+
+    rows = [("id", "name", "status", "resolution", "recipe", "steps", "data", "created")]
+    with session_scope(_sessions(get_settings())) as session:
+        for p in pipelines.list_all(session):
+            recipe = str(p.resolution), p.config_name, str(p.steps)
+            created = f"{p.created_at:%Y-%m-%d %H:%M}"
+            rows.append((str(p.id), p.name, p.status, *recipe, p.data_source, created))
+    if len(rows) == 1:
+        typer.echo("no pipelines yet: `synthmed train` makes one")
+        return
+    typer.echo("\n".join(text_columns(rows, "><<><><<", rule=True)))
 
 
 @app.command(name="datasets")

@@ -57,6 +57,10 @@ class PipelineService:
             raise NotFound(f"no pipeline {pipeline_id}")
         return pipeline
 
+    def list_all(self, session: Session) -> list[Pipeline]:
+        """Every pipeline, newest first: the admin's list."""
+        return list(session.scalars(select(Pipeline).order_by(Pipeline.id.desc())))
+
     def latest_ready(self, session: Session, *, resolution: int | None = None) -> Pipeline | None:
         query = select(Pipeline).where(Pipeline.status == PipelineStatus.ready)
         if resolution is not None:

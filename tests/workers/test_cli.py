@@ -11,7 +11,7 @@ from app.datasets.service import datasets
 from app.db import make_engine, make_sessionmaker, session_scope
 from app.settings import get_settings
 from app.tables import DatasetStatus
-from tests.factories import make_dataset
+from tests.factories import make_dataset, make_pipeline
 from workers.cli import app
 
 
@@ -59,6 +59,7 @@ def test_every_command_explains_itself(runner: CliRunner) -> None:
         "evaluate",
         "publish",
         "unpublish",
+        "pipelines",
         "datasets",
         "watch",
         "audit",
@@ -80,10 +81,26 @@ def test_help_reflows_the_docstring_paragraphs(runner: CliRunner) -> None:
     assert "(images/, masks/, metadata.csv). Without it, a dataset is created" in result.output
 
 
-def test_an_empty_list_says_how_to_fill_it(runner: CliRunner) -> None:
+def test_empty_lists_say_how_to_fill_them(runner: CliRunner) -> None:
     result = runner.invoke(app, ["datasets"])
     assert result.exit_code == 0
     assert result.output == "no datasets yet: `synthmed generate` makes one\n"
+    result = runner.invoke(app, ["pipelines"])
+    assert result.exit_code == 0
+    assert result.output == "no pipelines yet: `synthmed train` makes one\n"
+
+
+def test_pipelines_lists_the_ids_generate_takes(runner: CliRunner) -> None:
+    sessions = make_sessionmaker(make_engine(get_settings().database_url))
+    with session_scope(sessions) as session:
+        older, newer = make_pipeline(session, resolution=64), make_pipeline(session)
+        ids = [newer.id, older.id]
+    listed = runner.invoke(app, ["pipelines"], env={"COLUMNS": "200"}).output.splitlines()
+    assert listed[0].split()[:3] == ["id", "name", "status"]
+    rows = [line.split() for line in listed[2:]]
+    assert [int(row[0]) for row in rows] == ids
+    assert [row[-4:-2] for row in rows] == [["10", "phantom"], ["10", "phantom"]]
+    assert "64" in rows[1] and "32" in rows[0]
 
 
 def test_a_dataset_that_failed_its_audit_points_to_the_evidence(runner: CliRunner) -> None:
