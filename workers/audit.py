@@ -23,6 +23,7 @@ from app.tables import Dataset
 from models.data import FundusPair
 from models.evaluate.memorisation import ClosestPair, flipped_like_audit
 from models.evaluate.table import text_columns
+from models.imageio import to_pil
 from workers.realdata import training_split
 from workers.runs import AUDIT_EVIDENCE, AUDIT_PASSED
 
@@ -123,7 +124,7 @@ def _decode(data: bytes) -> np.ndarray:
 
 
 def _tile(array: np.ndarray) -> Image.Image:
-    image = Image.fromarray(array if array.max(initial=0) > 1 else array * np.uint8(255))
+    image = to_pil(array)
     resample = Image.Resampling.NEAREST if image.width <= TILE else Image.Resampling.BOX
     return image.convert("RGB").resize((TILE, TILE), resample)
 
