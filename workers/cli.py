@@ -377,7 +377,10 @@ def list_datasets() -> None:
 
 def _job_summary(job: Job) -> str:
     if job.state is JobState.failed:
-        return f"{job.kind} job {job.id} failed: {job.error}"
+        # The error's first line, cut to fit a row: `synthmed watch` prints all of it.
+        error = (job.error or "").partition("\n")[0]
+        error = error if len(error) <= 80 else error[:79] + "…"
+        return f"{job.kind} job {job.id} failed: {error}"
     summary = f"{job.kind} job {job.id} {job.state} {job.progress:.0%}"
     return f"{summary} ({job.message})" if job.message else summary
 

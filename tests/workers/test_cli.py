@@ -9,8 +9,9 @@ from typer.testing import CliRunner
 
 from app.datasets.service import datasets
 from app.db import make_engine, make_sessionmaker, session_scope
+from app.jobs.service import jobs
 from app.settings import get_settings
-from app.tables import DatasetStatus
+from app.tables import DatasetStatus, JobKind
 from tests.factories import make_dataset, make_pipeline
 from workers.cli import app
 
@@ -109,7 +110,13 @@ def test_a_dataset_that_failed_its_audit_points_to_the_evidence(runner: CliRunne
         flagged = make_dataset(session, status=DatasetStatus.ready)
         flagged.audit_passed = False
         draft = make_dataset(session)
-        flagged_slug, draft_slug = flagged.slug, draft.slug
+        broken = make_dataset(session, status=DatasetStatus.failed)
+        job = jobs.create(
+            session, kind=JobKind.generate, params={}, requested_by="test", dataset_id=broken.id
+        )
+        jobs.fail(session, job_id=job.id, error="RuntimeError: " + "x" * 200 + "\ntraceback")
+        job_id = job.id
+        flagged_slug, draft_slug, broken_slug = flagged.slug, draft.slug, broken.slug
 
     result = runner.invoke(app, ["publish", flagged_slug])
     assert result.exit_code == 2
@@ -121,9 +128,12 @@ def test_a_dataset_that_failed_its_audit_points_to_the_evidence(runner: CliRunne
 
     listed = runner.invoke(app, ["datasets"], env={"COLUMNS": "200"}).output.splitlines()
     assert [line.split()[:4] for line in listed[2:]] == [
+        [broken_slug, "failed", "4", "-"],
         [draft_slug, "draft", "4", "-"],
         [flagged_slug, "ready", "4", "FAILED"],
     ]
+    # A failed job's error is cut to its first line, and the row to a readable width.
+    assert listed[2].endswith(f"generate job {job_id} failed: RuntimeError: " + "x" * 65 + "…")
 
 
 def test_unpublish_takes_a_dataset_down_and_says_what_it_cannot_reach(runner: CliRunner) -> None:
