@@ -208,7 +208,7 @@ def follow_dataset(sessions, dataset_id: int, *, timeout: float = 3600) -> None:
         while time.monotonic() < deadline:
             with session_scope(sessions) as session:
                 dataset = datasets.get(session, dataset_id)
-                status = dataset.status
+                slug, status = dataset.slug, dataset.status
                 for job in jobs.list_for_dataset(session, dataset_id=dataset_id):
                     bar = bars.get(job.id)
                     if bar is None:
@@ -220,14 +220,14 @@ def follow_dataset(sessions, dataset_id: int, *, timeout: float = 3600) -> None:
             if status in (DatasetStatus.ready, DatasetStatus.published):
                 break
             if status is DatasetStatus.failed:
-                fail(f"dataset {dataset_id} failed")
+                fail(f"dataset {slug} failed")
             time.sleep(0.5)
         else:
-            fail(f"dataset {dataset_id} is still {status} after {timeout:.0f} s")
+            fail(f"dataset {slug} is still {status} after {timeout:.0f} s")
     finally:
         for bar in bars.values():
             bar.close()
-    typer.echo(f"dataset {dataset_id} is {status}")
+    typer.echo(f"dataset {slug} is {status}")
 
 
 @app.command()

@@ -173,7 +173,7 @@ def test_worker_generates_evaluates_and_publishes(
     row = next(line for line in listed if line.startswith(slug))
     assert row.split()[1:4] == ["published", str(count), "passed"]
     assert f"evaluate job {evaluate_job_id} succeeded 100%" in row
-    assert f"dataset {dataset_id} is published" in cli("watch", slug)
+    assert f"dataset {slug} is published" in cli("watch", slug)
     sheet = tmp_path / "closest.png"
     shown = cli("audit", slug, "--sheet", str(sheet))
     assert f"memorisation audit passed, 0 of {count} samples flagged" in shown
