@@ -285,7 +285,8 @@ class TestBrowser:
         page.get_by_label("Minimum TSTR F1").fill("0.95")
         page.get_by_role("button", name="Apply").click()
         page.wait_for_url("**min_f1=0.95**")
-        playwright_api.expect(page.locator(".result-count")).to_have_text("No datasets match")
+        count = page.locator(".result-count")
+        playwright_api.expect(count).to_have_text("No datasets match these filters")
         playwright_api.expect(page.locator(".card", has_text=TITLE)).to_have_count(0)
 
     def test_dataset_page_thumbnails_load(

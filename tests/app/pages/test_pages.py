@@ -144,6 +144,14 @@ class TestGallery:
         ):
             assert client.get("/gallery" + junk).status_code == 200
 
+    def test_an_empty_result_says_why(
+        self, client: TestClient, session: Session, s3_storage: Storage
+    ) -> None:
+        assert "No dataset has been published yet" in client.get("/gallery").text
+        publish(session, s3_storage, title="Alpha small", f1=0.70, resolution=32)
+        html = client.get("/gallery?min_f1=0.9").text
+        assert "No datasets match these filters" in html and "Clear filters" in html
+
     def test_paging(self, client: TestClient, session: Session, s3_storage: Storage) -> None:
         for i in range(13):
             publish(session, s3_storage, title=f"Paged set {i:02d}", count=1, resolution=16)
