@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy.orm import sessionmaker
 from typer.testing import CliRunner
 
 from app.datasets.service import datasets
@@ -26,6 +27,12 @@ def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
     assert runner.invoke(app, ["migrate"]).exit_code == 0
     yield runner
     get_settings.cache_clear()
+
+
+@pytest.fixture
+def sessions(runner: CliRunner) -> sessionmaker:
+    """Sessions on the database the CLI uses, to set up rows for it."""
+    return make_sessionmaker(make_engine(get_settings().database_url))
 
 
 @pytest.mark.parametrize(
@@ -91,8 +98,7 @@ def test_empty_lists_say_how_to_fill_them(runner: CliRunner) -> None:
     assert result.output == "no pipelines yet: `synthmed train` makes one\n"
 
 
-def test_pipelines_lists_the_ids_generate_takes(runner: CliRunner) -> None:
-    sessions = make_sessionmaker(make_engine(get_settings().database_url))
+def test_pipelines_lists_the_ids_generate_takes(runner: CliRunner, sessions: sessionmaker) -> None:
     with session_scope(sessions) as session:
         older, newer = make_pipeline(session, resolution=64), make_pipeline(session)
         ids = [newer.id, older.id]
@@ -104,8 +110,9 @@ def test_pipelines_lists_the_ids_generate_takes(runner: CliRunner) -> None:
     assert "64" in rows[1] and "32" in rows[0]
 
 
-def test_a_dataset_that_failed_its_audit_points_to_the_evidence(runner: CliRunner) -> None:
-    sessions = make_sessionmaker(make_engine(get_settings().database_url))
+def test_a_dataset_that_failed_its_audit_points_to_the_evidence(
+    runner: CliRunner, sessions: sessionmaker
+) -> None:
     with session_scope(sessions) as session:
         flagged = make_dataset(session, status=DatasetStatus.ready)
         flagged.audit_passed = False
@@ -136,8 +143,9 @@ def test_a_dataset_that_failed_its_audit_points_to_the_evidence(runner: CliRunne
     assert listed[2].endswith(f"generate job {job_id} failed: RuntimeError: " + "x" * 65 + "…")
 
 
-def test_unpublish_takes_a_dataset_down_and_says_what_it_cannot_reach(runner: CliRunner) -> None:
-    sessions = make_sessionmaker(make_engine(get_settings().database_url))
+def test_unpublish_takes_a_dataset_down_and_says_what_it_cannot_reach(
+    runner: CliRunner, sessions: sessionmaker
+) -> None:
     with session_scope(sessions) as session:
         slug = make_dataset(session, status=DatasetStatus.published).slug
 
