@@ -147,10 +147,13 @@ class TestGallery:
     def test_an_empty_result_says_why(
         self, client: TestClient, session: Session, s3_storage: Storage
     ) -> None:
-        assert "No dataset has been published yet" in client.get("/gallery").text
+        html = client.get("/gallery").text
+        assert "No dataset has been published yet" in html
+        assert "these filters" not in html and "fewer filters" not in html  # none set
         publish(session, s3_storage, title="Alpha small", f1=0.70, resolution=32)
         html = client.get("/gallery?min_f1=0.9").text
-        assert "No datasets match these filters" in html and "Clear filters" in html
+        assert "No datasets match these filters" in html
+        assert '<a href="/gallery">show every dataset</a>' in html
 
     def test_paging(self, client: TestClient, session: Session, s3_storage: Storage) -> None:
         for i in range(13):
