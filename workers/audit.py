@@ -46,14 +46,6 @@ class AuditEvidence:
     reference_max: dict[str, float | None]
     closest: list[ClosestPair]  # nearest first; empty if the evidence was not kept
 
-    def matched(self, pair: ClosestPair) -> tuple[str, str]:
-        """(training sample, flip) behind the pair's score: the audit ranks a pair by whichever
-        of its mask Dice and image similarity is nearer its threshold."""
-        t = self.thresholds
-        if pair.dice / t["dice"] >= pair.similarity / t["similarity"]:
-            return pair.nearest_by_dice, pair.flip_dice
-        return pair.nearest_by_similarity, pair.flip_similarity
-
 
 def audit_evidence(dataset: Dataset) -> AuditEvidence | None:
     """The dataset's audit as stored by its evaluation, or None if it has not been audited."""
@@ -101,7 +93,7 @@ def describe(dataset: Dataset, evidence: AuditEvidence) -> str:
         return "\n".join(lines)
     rows = [("sample", "nearest training image", "mask Dice", "image similarity", "flagged")]
     for pair in evidence.closest:
-        name, flip = evidence.matched(pair)
+        name, flip = pair.match(evidence.thresholds)
         shown = name if flip == "none" else f"{name} (flipped {flip})"
         flagged = "FLAGGED" if pair.flagged else "no"
         rows.append(
@@ -145,7 +137,7 @@ def closest_pairs_sheet(
         draw.text((GAP + col * (TILE + GAP), 4), title, fill="black", font=font)
     for row, pair in enumerate(evidence.closest):
         top = CAPTION + row * row_height
-        name, flip = evidence.matched(pair)
+        name, flip = pair.match(evidence.thresholds)
         caption = f"sample {pair.synthetic_index} vs {name}"
         caption += "" if flip == "none" else f" (flipped {flip})"
         caption += f": Dice {pair.dice:.3f}, similarity {pair.similarity:.3f}"
@@ -190,7 +182,7 @@ def write_closest_pairs_sheet(
         )
     source = dataset.pipeline.data_source
     training = {p.name: p for p in training_split(source, resolution=dataset.resolution)}
-    missing = {evidence.matched(pair)[0] for pair in evidence.closest} - training.keys()
+    missing = {pair.match(evidence.thresholds)[0] for pair in evidence.closest} - training.keys()
     if missing:
         raise ValueError(f"{source} no longer holds the training images {sorted(missing)}")
     sheet = closest_pairs_sheet(evidence, synthetic, training)

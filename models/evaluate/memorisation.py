@@ -88,6 +88,18 @@ class ClosestPair:
     flip_similarity: str
     flagged: bool
 
+    def match(self, thresholds: dict[str, float]) -> tuple[str, str]:
+        """(training sample, flip) the pair is ranked by, given the audit's thresholds."""
+        if _ranked_by_dice(self.dice, self.similarity, thresholds):
+            return self.nearest_by_dice, self.flip_dice
+        return self.nearest_by_similarity, self.flip_similarity
+
+
+def _ranked_by_dice(dice: float, similarity: float, thresholds: dict[str, float]) -> bool:
+    """A pair is ranked by whichever of its mask Dice and image similarity is nearer its
+    threshold: its score is the larger of the two ratios."""
+    return dice / thresholds["dice"] >= similarity / thresholds["similarity"]
+
 
 @dataclass
 class AuditResult:
@@ -273,11 +285,12 @@ def audit(
     t_sim = rule.threshold(ref_sim, rule.similarity_floor, rule.similarity_ceiling)
     dice = syn["dice"].cpu().numpy()
     sim = syn["sim"].cpu().numpy()
+    thresholds = {"dice": t_dice, "similarity": t_sim}
     flagged = (dice >= t_dice) | (sim >= t_sim)
     score = np.maximum(dice / t_dice, sim / t_sim)
     closest = []
     for i in np.argsort(-score, kind="stable")[: rule.top_k]:
-        by_dice = score[i] == dice[i] / t_dice
+        by_dice = _ranked_by_dice(dice[i], sim[i], thresholds)
         d_train, s_train = int(syn["dice_train"][i]), int(syn["sim_train"][i])
         closest.append(
             ClosestPair(
@@ -296,7 +309,7 @@ def audit(
     return AuditResult(
         passed=len(flagged_indices) <= rule.max_flagged,
         flagged_indices=flagged_indices,
-        thresholds={"dice": t_dice, "similarity": t_sim},
+        thresholds=thresholds,
         closest=closest,
         distributions={
             "synthetic_dice": dice.round(6).tolist(),

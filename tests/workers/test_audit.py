@@ -87,7 +87,7 @@ def test_the_planted_copy_comes_first_named_and_flagged(audited: Dataset) -> Non
     first = evidence.closest[0]
     assert first.synthetic_index == PLANTED_AT and first.flagged
     name = training_split("phantom", resolution=RESOLUTION)[COPIED].name
-    assert evidence.matched(first) == (name, "lr")
+    assert first.match(evidence.thresholds) == (name, "lr")
     text = describe(audited, evidence)
     assert "memorisation audit FAILED, 1 of 5 samples flagged (at most 0 allowed)" in text
     row = next(line for line in text.splitlines() if f"{name} (flipped lr)" in line)
