@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 from alembic import command as alembic_command
 from alembic.config import Config as AlembicConfig
+from sqlalchemy.orm import Session
 from tqdm import tqdm
 
 from app.datasets.service import datasets
@@ -27,7 +28,8 @@ from app.jobs.service import jobs
 from app.pipelines.service import pipelines
 from app.settings import ROOT, Settings, get_settings
 from app.storage import storage_from_settings
-from app.tables import DatasetStatus, Job, JobState
+from app.tables import Dataset, DatasetStatus, Job, JobState
+from models.evaluate.table import text_columns
 
 app = typer.Typer(
     help="SynthMed: train a two-stage fundus GAN, generate synthetic datasets, publish them.",
@@ -47,6 +49,14 @@ def fail(message: str) -> None:
 
 def _sessions(settings: Settings):  # noqa: ANN202 - sessionmaker
     return task_sessions(make_engine(settings.database_url), settings.broker_url)
+
+
+def _dataset(session: Session, slug: str) -> Dataset:
+    """The dataset named on the command line; a clear error if there is none."""
+    dataset = datasets.get_by_slug(session, slug)
+    if dataset is None:
+        fail(f"no dataset {slug!r}")
+    return dataset
 
 
 def migrate_database(settings: Settings) -> None:
@@ -300,9 +310,7 @@ def publish(slug: Annotated[str, typer.Argument(help="The dataset's slug.")]) ->
     audit_failed = False
     try:
         with session_scope(sessions) as session:
-            dataset = datasets.get_by_slug(session, slug)
-            if dataset is None:
-                fail(f"no dataset {slug!r}")
+            dataset = _dataset(session, slug)
             audit_failed = dataset.audit_passed is False
             datasets.publish(session, dataset=dataset)
     except SynthMedError as exc:
@@ -319,10 +327,7 @@ def unpublish(slug: Annotated[str, typer.Argument(help="The dataset's slug.")]) 
     settings = get_settings()
     try:
         with session_scope(_sessions(settings)) as session:
-            dataset = datasets.get_by_slug(session, slug)
-            if dataset is None:
-                fail(f"no dataset {slug!r}")
-            datasets.unpublish(session, dataset=dataset)
+            datasets.unpublish(session, dataset=_dataset(session, slug))
     except SynthMedError as exc:
         fail(exc.detail)
     said = f"dataset {slug} is unpublished: the site and the API answer 404 for it within seconds"
@@ -340,8 +345,6 @@ def list_pipelines() -> None:
 
     The data column is where the private training data was read from: admins only.
     """
-    from models.evaluate.table import text_columns
-
     rows = [("id", "name", "status", "resolution", "recipe", "steps", "data", "created")]
     with session_scope(_sessions(get_settings())) as session:
         for p in pipelines.list_all(session):
@@ -360,15 +363,14 @@ def list_datasets() -> None:
 
     Newest first. Only admins see this list: the site shows published datasets only.
     """
-    from models.evaluate.table import text_columns
-
     rows = [("slug", "status", "samples", "audit", "latest job")]
     with session_scope(_sessions(get_settings())) as session:
-        for dataset in datasets.list_all(session):
-            ran = jobs.list_for_dataset(session, dataset_id=dataset.id)
+        listed = datasets.list_all(session)
+        latest = jobs.latest_for_datasets(session, dataset_ids=[d.id for d in listed])
+        for dataset in listed:
             audit = {True: "passed", False: "FAILED", None: "-"}[dataset.audit_passed]
-            latest = _job_summary(ran[-1]) if ran else "-"
-            rows.append((dataset.slug, dataset.status, str(dataset.count), audit, latest))
+            job = _job_summary(latest[dataset.id]) if dataset.id in latest else "-"
+            rows.append((dataset.slug, dataset.status, str(dataset.count), audit, job))
     if len(rows) == 1:
         typer.echo("no datasets yet: `synthmed generate` makes one")
         return
@@ -390,10 +392,7 @@ def watch(slug: Annotated[str, typer.Argument(help="The dataset's slug.")]) -> N
     """Follow a dataset's jobs as progress bars until it is ready, published or failed."""
     sessions = _sessions(get_settings())
     with session_scope(sessions) as session:
-        dataset = datasets.get_by_slug(session, slug)
-        if dataset is None:
-            fail(f"no dataset {slug!r}")
-        dataset_id = dataset.id
+        dataset_id = _dataset(session, slug).id
     follow_dataset(sessions, dataset_id)
 
 
@@ -417,9 +416,7 @@ def audit(
     from workers.audit import audit_evidence, describe, write_closest_pairs_sheet
 
     with session_scope(sessions) as session:
-        dataset = datasets.get_by_slug(session, slug)
-        if dataset is None:
-            fail(f"no dataset {slug!r}")
+        dataset = _dataset(session, slug)
         evidence = audit_evidence(dataset)
         if evidence is None:
             fail(f"dataset {slug} has no memorisation audit yet (it is {dataset.status})")

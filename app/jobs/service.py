@@ -78,6 +78,11 @@ class JobService:
         job.finished_at = utcnow()
         session.flush()
 
+    def latest_for_datasets(self, session: Session, *, dataset_ids: list[int]) -> dict[int, Job]:
+        """Each dataset's newest job, in one query; datasets without a job are left out."""
+        found = session.scalars(select(Job).where(Job.dataset_id.in_(dataset_ids)).order_by(Job.id))
+        return {job.dataset_id: job for job in found}
+
     def list_for_dataset(self, session: Session, *, dataset_id: int) -> list[Job]:
         return list(
             session.scalars(select(Job).where(Job.dataset_id == dataset_id).order_by(Job.id))
