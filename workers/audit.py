@@ -1,5 +1,6 @@
-"""The memorisation audit's evidence, for the admin who decides whether a dataset is published:
-the verdict, the rule, and the samples that came closest to a training image.
+"""The memorisation audit's evidence, for the admin who decides whether a dataset is published
+(or whether a pipeline is fit to publish from): the verdict, the rule, and the samples that
+came closest to a training image.
 
 The closest pairs name and picture private training images. They are kept in a private
 metric row and leave it only through this module: as text on the admin's terminal, and as a
@@ -10,8 +11,10 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -19,13 +22,15 @@ from sqlalchemy.orm import Session
 
 from app.samples.service import samples
 from app.storage import Storage
-from app.tables import Dataset
+from app.tables import Dataset, Metric
 from models.data import FundusPair
 from models.evaluate.memorisation import ClosestPair, flipped_like_audit
 from models.evaluate.table import text_columns
+from models.generate import generate
 from models.imageio import to_pil
+from models.train import TrainedPipeline
 from workers.realdata import training_split
-from workers.runs import AUDIT_EVIDENCE, AUDIT_PASSED
+from workers.runs import AUDIT_EVIDENCE, AUDIT_PASSED, AUDITED_SAMPLES
 
 # The contact sheet: one row per closest pair, four tiles a row, a caption line above each.
 TILE = 160
@@ -45,18 +50,20 @@ class AuditEvidence:
     # calibrated on (None without a reference set).
     reference_max: dict[str, float | None]
     closest: list[ClosestPair]  # nearest first; empty if the evidence was not kept
+    # A pipeline's evaluation: {"seed", "count", "training_source"} of what it compared.
+    # None for a dataset, whose samples are stored and whose pipeline names its data.
+    audited_samples: dict[str, Any] | None = None
 
 
-def audit_evidence(dataset: Dataset) -> AuditEvidence | None:
-    """The dataset's audit as stored by its evaluation, or None if it has not been audited."""
-    by_name = {m.name: m for m in dataset.metrics}
+def audit_evidence(metrics: Iterable[Metric]) -> AuditEvidence | None:
+    """The audit in a dataset's or pipeline's metric rows, or None if they hold none."""
+    by_name = {m.name: m for m in metrics}
     verdict = by_name.get(AUDIT_PASSED)
     if verdict is None:
         return None
     details = verdict.details
     dist = details["distributions"]
-    private = by_name.get(AUDIT_EVIDENCE)
-    closest = private.details.get(AUDIT_PASSED, {}).get("closest", []) if private else []
+    private = by_name[AUDIT_EVIDENCE].details if AUDIT_EVIDENCE in by_name else {}
     return AuditEvidence(
         passed=verdict.value == 1.0,
         flagged=list(details["flagged_indices"]),
@@ -67,16 +74,18 @@ def audit_evidence(dataset: Dataset) -> AuditEvidence | None:
             "dice": max(dist["reference_dice"], default=None),
             "similarity": max(dist["reference_similarity"], default=None),
         },
-        closest=[ClosestPair(**c) for c in closest],
+        closest=[ClosestPair(**c) for c in private.get(AUDIT_PASSED, {}).get("closest", [])],
+        audited_samples=private.get(AUDITED_SAMPLES),
     )
 
 
-def describe(dataset: Dataset, evidence: AuditEvidence) -> str:
-    """The audit in words and a table, nearest pair first."""
+def describe(subject: str, evidence: AuditEvidence) -> str:
+    """The audit of `subject` ("dataset SLUG (draft)", say) in words and a table, nearest pair
+    first."""
     t = evidence.thresholds
     verdict = "passed" if evidence.passed else "FAILED"
     lines = [
-        f"dataset {dataset.slug} ({dataset.status}): memorisation audit {verdict}, "
+        f"{subject}: memorisation audit {verdict}, "
         f"{len(evidence.flagged)} of {evidence.n_synthetic} samples flagged "
         f"(at most {evidence.max_flagged} allowed)",
         f"A sample is flagged at mask Dice >= {t['dice']:.3f} or image similarity >= "
@@ -160,17 +169,14 @@ def closest_pairs_sheet(
     return sheet
 
 
-def write_closest_pairs_sheet(
+def write_dataset_sheet(
     session: Session,
     storage: Storage,
     dataset: Dataset,
     evidence: AuditEvidence,
     path: Path,
 ) -> None:
-    """Draw the closest pairs to `path` (PNG). Written beside it and renamed into place, so a
-    failure leaves no half-written file."""
-    if not evidence.closest:
-        raise ValueError(f"dataset {dataset.slug}: the closest pairs were not kept")
+    """Draw a dataset's closest pairs to `path` (PNG), its samples as stored and published."""
     synthetic = {}
     for pair in evidence.closest:
         sample = samples.get(session, dataset_id=dataset.id, index=pair.synthetic_index)
@@ -180,11 +186,42 @@ def write_closest_pairs_sheet(
             _decode(storage.get_bytes(sample.image_key)),
             _decode(storage.get_bytes(sample.mask_key)),
         )
-    source = dataset.pipeline.data_source
-    training = {p.name: p for p in training_split(source, resolution=dataset.resolution)}
+    training_source = dataset.pipeline.data_source
+    _write_sheet(evidence, synthetic, training_source, dataset.resolution, path)
+
+
+def write_pipeline_sheet(trained: TrainedPipeline, evidence: AuditEvidence, path: Path) -> None:
+    """Draw a pipeline evaluation's closest pairs to `path` (PNG). Its samples were never
+    stored: they are generated again, all of them with the evaluation's seed, so each comes
+    out of the same batch it did then, pixel for pixel."""
+    audited = evidence.audited_samples
+    if audited is None:
+        raise ValueError("this audit did not record which samples it compared")
+    wanted = {pair.synthetic_index for pair in evidence.closest}
+    synthetic = {
+        s.index: (s.image, s.mask)
+        for s in generate(trained, count=int(audited["count"]), seed=int(audited["seed"]))
+        if s.index in wanted
+    }
+    resolution = trained.config.resolution
+    _write_sheet(evidence, synthetic, audited["training_source"], resolution, path)
+
+
+def _write_sheet(
+    evidence: AuditEvidence,
+    synthetic: dict[int, tuple[np.ndarray, np.ndarray]],
+    training_source: str,
+    resolution: int,
+    path: Path,
+) -> None:
+    """The sheet, written beside `path` and renamed into place, so a failure leaves no
+    half-written file."""
+    if not evidence.closest:
+        raise ValueError("the closest pairs were not kept for this audit")
+    training = {p.name: p for p in training_split(training_source, resolution=resolution)}
     missing = {pair.match(evidence.thresholds)[0] for pair in evidence.closest} - training.keys()
     if missing:
-        raise ValueError(f"{source} no longer holds the training images {sorted(missing)}")
+        raise ValueError(f"{training_source} no longer holds the training images {sorted(missing)}")
     sheet = closest_pairs_sheet(evidence, synthetic, training)
     partial = path.with_name(f".{path.name}.part")
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -398,37 +399,75 @@ def watch(slug: Annotated[str, typer.Argument(help="The dataset's slug.")]) -> N
 
 @app.command()
 def audit(
-    slug: Annotated[str, typer.Argument(help="The dataset's slug (drafts too).")],
+    slug: Annotated[
+        str | None, typer.Argument(help="The dataset's slug (drafts too); or use --pipeline.")
+    ] = None,
+    pipeline: Annotated[
+        str | None,
+        typer.Option(help="A pipeline id, or 'latest': the audit of its `synthmed evaluate`."),
+    ] = None,
     sheet: Annotated[
         Path | None,
         typer.Option(help="Also draw the closest pairs to this PNG. It shows private images."),
     ] = None,
 ) -> None:
-    """Show why a dataset passed or failed its memorisation audit.
+    """Show why a dataset (or a pipeline's evaluation) passed or failed its memorisation audit.
 
     The verdict, the rule and the samples that came closest to a training image, each with
     the training image it matched. For admins on this machine: the training images are
     private. `--sheet` draws each closest synthetic sample beside its training match, flipped
-    as the audit matched it; keep that file off anything public.
+    as the audit matched it; keep that file off anything public. A pipeline's samples were
+    not stored, so its sheet generates them again.
     """
+    if (slug is None) == (pipeline is None):
+        fail("name one dataset's slug, or --pipeline ID")
     settings = get_settings()
-    sessions = _sessions(settings)
-    from workers.audit import audit_evidence, describe, write_closest_pairs_sheet
+    if pipeline is not None:
+        _audit_pipeline(settings, pipeline, sheet)
+    else:
+        _audit_dataset(settings, slug, sheet)
 
-    with session_scope(sessions) as session:
+
+def _audit_dataset(settings: Settings, slug: str, sheet: Path | None) -> None:
+    from workers.audit import audit_evidence, describe, write_dataset_sheet
+
+    with session_scope(_sessions(settings)) as session:
         dataset = _dataset(session, slug)
-        evidence = audit_evidence(dataset)
+        evidence = audit_evidence(dataset.metrics)
         if evidence is None:
             fail(f"dataset {slug} has no memorisation audit yet (it is {dataset.status})")
-        typer.echo(describe(dataset, evidence))
+        typer.echo(describe(f"dataset {slug} ({dataset.status})", evidence))
         if sheet is not None:
-            try:
-                write_closest_pairs_sheet(
-                    session, storage_from_settings(settings), dataset, evidence, sheet
-                )
-            except (ValueError, OSError) as exc:  # DataError is a ValueError
-                fail(str(exc))
-            typer.echo(f"closest pairs drawn to {sheet} (private training images)")
+            storage = storage_from_settings(settings)
+            _draw(lambda: write_dataset_sheet(session, storage, dataset, evidence, sheet), sheet)
+
+
+def _audit_pipeline(settings: Settings, pipeline: str, sheet: Path | None) -> None:
+    from workers.audit import audit_evidence, describe, write_pipeline_sheet
+    from workers.local import load_trained_pipeline
+
+    sessions = _sessions(settings)
+    pipeline_id = _pipeline_id(sessions, pipeline)
+    with session_scope(sessions) as session:
+        evaluated = pipelines.get(session, pipeline_id)
+        evidence = audit_evidence(pipelines.metrics(session, evaluated))
+    if evidence is None:
+        fail(
+            f"pipeline {pipeline_id} has no memorisation audit yet: "
+            f"run `synthmed evaluate --pipeline {pipeline_id}`"
+        )
+    typer.echo(describe(f"pipeline {pipeline_id}'s evaluation", evidence))
+    if sheet is not None:
+        trained, _ = load_trained_pipeline(settings, sessions, pipeline_id, settings.device)
+        _draw(lambda: write_pipeline_sheet(trained, evidence, sheet), sheet)
+
+
+def _draw(write_sheet: Callable[[], None], path: Path) -> None:
+    try:
+        write_sheet()
+    except (ValueError, OSError) as exc:  # DataError is a ValueError
+        fail(str(exc))
+    typer.echo(f"closest pairs drawn to {path} (private training images)")
 
 
 def server_options() -> dict[str, Any]:

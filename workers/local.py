@@ -1,12 +1,11 @@
-"""CLI work that runs in this process rather than on a worker: export to a folder, and
-evaluate a pipeline."""
+"""CLI work that runs in this process rather than on a worker: export to a folder, evaluate a
+pipeline, and load one to draw its audit again."""
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 from tqdm import tqdm
 
@@ -15,20 +14,21 @@ from app.db import session_scope
 from app.pipelines.service import pipelines
 from app.settings import Settings
 from app.storage import storage_from_settings
-from app.tables import Metric
 from models.checkpoint import load_pipeline
 from models.evaluate.report import Metric as EvaluationMetric
 from models.evaluate.report import evaluate_dataset
 from models.generate import generate, generate_pairs
 from models.networks import usable_cores
 from models.train import TrainedPipeline, resolve_device
-from workers.realdata import real_splits
+from workers.realdata import real_splits, recorded_source
 from workers.runs import encode_sample, metric_rows
 
 
-def _load(
+def load_trained_pipeline(
     settings: Settings, sessions: sessionmaker[Session], pipeline_id: int, device: str
 ) -> tuple[TrainedPipeline, str]:
+    """The pipeline's networks from its private checkpoint, and where its training data was
+    read from."""
     with session_scope(sessions) as session:
         pipeline = pipelines.get(session, pipeline_id)
         data = pipelines.checkpoint(storage_from_settings(settings), pipeline)
@@ -49,7 +49,7 @@ def generate_to_folder(
     """Write images/, masks/ and metadata.csv: the same samples a dataset job would make.
 
     Encodes on one thread per usable core."""
-    trained, _ = _load(settings, sessions, pipeline_id, device)
+    trained, _ = load_trained_pipeline(settings, sessions, pipeline_id, device)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     rows = []
@@ -84,7 +84,7 @@ def evaluate_pipeline(
     """TSTR and the rest on `count` fresh samples; stored as the pipeline's metrics.
 
     `inception_weights` (pytorch-fid's FID Inception-v3 file) adds Inception-FID/KID."""
-    trained, source = _load(settings, sessions, pipeline_id, device)
+    trained, source = load_trained_pipeline(settings, sessions, pipeline_id, device)
     target = resolve_device(device)
     resolution = trained.config.resolution
     train_pairs, test_pairs, observer = real_splits(
@@ -113,9 +113,12 @@ def evaluate_pipeline(
         )
     finally:
         bar.close()
+    training_source = recorded_source(real_train or source)
+    audited = {"seed": seed, "count": count, "training_source": training_source}
     with session_scope(sessions) as session:
-        session.execute(delete(Metric).where(Metric.pipeline_id == pipeline_id))
-        for row in metric_rows(measured):
-            row.pipeline_id = pipeline_id
-            session.add(row)
+        pipelines.replace_metrics(
+            session,
+            pipeline=pipelines.get(session, pipeline_id),
+            metrics=metric_rows(measured, audited_samples=audited),
+        )
     return measured

@@ -15,6 +15,12 @@ PHANTOM_TEST_SEED = 1
 PHANTOM_TEST_COUNT = 20
 
 
+def recorded_source(data: str) -> str:
+    """How a training source is recorded: "phantom", or the folder's absolute path, so it can be
+    read again from any working directory."""
+    return data if data == PHANTOM else str(Path(data).resolve())
+
+
 def held_out_source(data_source: str, real_test: str | None) -> str:
     """The held-out split: as named, or a DRIVE-style `training/` folder's `test/` sibling."""
     if real_test is None:

@@ -150,12 +150,18 @@ AUDIT_PASSED = "memorisation_passed"
 # a private row of this name, never public.
 AUDIT_EVIDENCE = "memorisation_evidence"
 PRIVATE_AUDIT_KEYS = ("closest",)
+# In a pipeline's evidence row: which samples the audit compared with which training images,
+# so they can be drawn again (a dataset keeps its samples, and its pipeline names the data).
+AUDITED_SAMPLES = "audited_samples"
 
 
-def metric_rows(measured: list[EvaluationMetric]) -> list[Metric]:
-    """Metric rows for the dataset; the audit's evidence is split off into a private row."""
+def metric_rows(
+    measured: list[EvaluationMetric], *, audited_samples: dict[str, Any] | None = None
+) -> list[Metric]:
+    """Metric rows for a dataset or pipeline; the audit's evidence is split off into a private
+    row, with ``audited_samples`` ({"seed", "count", "training_source"}) when given."""
     rows: list[Metric] = []
-    evidence: dict[str, Any] = {}
+    evidence: dict[str, Any] = {} if audited_samples is None else {AUDITED_SAMPLES: audited_samples}
     for m in measured:
         details = dict(m.details)
         if m.name.startswith("memorisation_"):

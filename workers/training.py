@@ -20,6 +20,7 @@ from models.checkpoint import load_pipeline, save_pipeline, write_pipeline
 from models.config import named_config
 from models.data import fingerprint, load_pairs
 from models.train import TrainedPipeline, TrainProgress, resolve_device, train_pipeline
+from workers.realdata import recorded_source
 
 
 def describe_source(data: str, count: int) -> str:
@@ -139,7 +140,7 @@ def register(
             config=trained.config.to_dict(),
             resolution=trained.config.resolution,
             training_data=describe_source(data, count),
-            data_source=data if data == "phantom" else str(Path(data).resolve()),
+            data_source=recorded_source(data),
             data_fingerprint=trained.data_fingerprint,
             steps=trained.steps_done,
             checkpoint=save_pipeline(trained),

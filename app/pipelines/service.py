@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from app import keys
 from app.errors import NotFound
 from app.storage import Storage
-from app.tables import Pipeline, PipelineStatus
+from app.tables import Metric, Pipeline, PipelineStatus
 
 
 class PipelineService:
@@ -66,6 +66,21 @@ class PipelineService:
         if resolution is not None:
             query = query.where(Pipeline.resolution == resolution)
         return session.scalars(query.order_by(Pipeline.id.desc())).first()
+
+    def metrics(self, session: Session, pipeline: Pipeline) -> list[Metric]:
+        """The figures of the pipeline's latest `synthmed evaluate`, private rows included."""
+        query = select(Metric).where(Metric.pipeline_id == pipeline.id).order_by(Metric.name)
+        return list(session.scalars(query))
+
+    def replace_metrics(
+        self, session: Session, *, pipeline: Pipeline, metrics: list[Metric]
+    ) -> None:
+        # An evaluation run again replaces its figures rather than mixing two runs' rows.
+        session.execute(delete(Metric).where(Metric.pipeline_id == pipeline.id))
+        session.add_all(metrics)
+        for metric in metrics:
+            metric.pipeline_id = pipeline.id
+        session.flush()
 
     def checkpoint(self, storage: Storage, pipeline: Pipeline) -> bytes:
         if pipeline.checkpoint_key is None or pipeline.status is not PipelineStatus.ready:

@@ -20,7 +20,7 @@ from models.evaluate.report import Metric as EvaluationMetric
 from models.imageio import encode_png, encode_thumbnail
 from models.phantom import phantom_pairs
 from tests.factories import make_dataset, make_pipeline
-from workers.audit import CAPTION, GAP, TILE, audit_evidence, describe, write_closest_pairs_sheet
+from workers.audit import CAPTION, GAP, TILE, audit_evidence, describe, write_dataset_sheet
 from workers.realdata import training_split
 from workers.runs import metric_rows
 
@@ -79,7 +79,7 @@ def test_the_sheet_flips_as_the_audit_matched(flip: str) -> None:
 
 
 def test_the_planted_copy_comes_first_named_and_flagged(audited: Dataset) -> None:
-    evidence = audit_evidence(audited)
+    evidence = audit_evidence(audited.metrics)
     assert evidence is not None
     assert not evidence.passed
     assert evidence.flagged == [PLANTED_AT]
@@ -88,8 +88,8 @@ def test_the_planted_copy_comes_first_named_and_flagged(audited: Dataset) -> Non
     assert first.synthetic_index == PLANTED_AT and first.flagged
     name = training_split("phantom", resolution=RESOLUTION)[COPIED].name
     assert first.match(evidence.thresholds) == (name, "lr")
-    text = describe(audited, evidence)
-    assert "memorisation audit FAILED, 1 of 5 samples flagged (at most 0 allowed)" in text
+    text = describe("x", evidence)
+    assert "x: memorisation audit FAILED, 1 of 5 samples flagged (at most 0 allowed)" in text
     row = next(line for line in text.splitlines() if f"{name} (flipped lr)" in line)
     assert row.split()[0] == str(PLANTED_AT) and row.endswith("FLAGGED")
     # The other four are listed too, unflagged, in the order the audit ranked them.
@@ -102,11 +102,11 @@ def test_the_planted_copy_comes_first_named_and_flagged(audited: Dataset) -> Non
 def test_the_sheet_shows_the_copy_beside_its_original(
     session: Session, s3_storage: Storage, audited: Dataset, tmp_path: Path
 ) -> None:
-    evidence = audit_evidence(audited)
+    evidence = audit_evidence(audited.metrics)
     assert evidence is not None
     keys_before = sorted(s3_storage.list())
     path = tmp_path / "closest.png"
-    write_closest_pairs_sheet(session, s3_storage, audited, evidence, path)
+    write_dataset_sheet(session, s3_storage, audited, evidence, path)
     assert sorted(s3_storage.list()) == keys_before  # nothing private went to storage
     assert [p.name for p in tmp_path.iterdir()] == ["closest.png"]
     sheet = np.asarray(Image.open(path).convert("RGB"))
@@ -127,16 +127,16 @@ def test_the_sheet_shows_the_copy_beside_its_original(
 
 
 def test_a_dataset_not_yet_audited_has_no_evidence(session: Session) -> None:
-    assert audit_evidence(make_dataset(session)) is None
+    assert audit_evidence(make_dataset(session).metrics) is None
 
 
 def test_a_missing_training_folder_is_a_clear_error(
     session: Session, s3_storage: Storage, audited: Dataset, tmp_path: Path
 ) -> None:
-    evidence = audit_evidence(audited)
+    evidence = audit_evidence(audited.metrics)
     assert evidence is not None
     audited.pipeline.data_source = str(tmp_path / "moved")
     path = tmp_path / "closest.png"
     with pytest.raises(ValueError, match="moved"):
-        write_closest_pairs_sheet(session, s3_storage, audited, evidence, path)
+        write_dataset_sheet(session, s3_storage, audited, evidence, path)
     assert list(tmp_path.iterdir()) == []

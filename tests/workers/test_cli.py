@@ -44,6 +44,9 @@ def sessions(runner: CliRunner) -> sessionmaker:
         (["publish", "nope"], "no dataset 'nope'"),
         (["unpublish", "nope"], "no dataset 'nope'"),
         (["audit", "nope"], "no dataset 'nope'"),
+        (["audit"], "name one dataset's slug, or --pipeline ID"),
+        (["audit", "nope", "--pipeline", "1"], "name one dataset's slug, or --pipeline ID"),
+        (["audit", "--pipeline", "7"], "no pipeline 7"),
         (["watch", "nope"], "no dataset 'nope'"),
         (["train", "--data", "/nonexistent", "--steps", "1"], "/nonexistent: no such folder"),
         (["train", "--resolution", "100", "--steps", "1"], "power of two"),
@@ -132,6 +135,13 @@ def test_a_dataset_that_failed_its_audit_points_to_the_evidence(
     result = runner.invoke(app, ["audit", draft_slug])
     assert result.exit_code == 2
     assert f"dataset {draft_slug} has no memorisation audit yet (it is draft)" in result.output
+    pipeline_id = flagged.pipeline_id
+    result = runner.invoke(app, ["audit", "--pipeline", str(pipeline_id)], env={"COLUMNS": "200"})
+    assert result.exit_code == 2
+    assert (
+        f"pipeline {pipeline_id} has no memorisation audit yet: "
+        f"run `synthmed evaluate --pipeline {pipeline_id}`"
+    ) in result.output
 
     listed = runner.invoke(app, ["datasets"], env={"COLUMNS": "200"}).output.splitlines()
     assert [line.split()[:4] for line in listed[2:]] == [

@@ -31,6 +31,7 @@ from models.phantom import phantom_pairs
 from models.train import train_pipeline
 from tests.conftest import REDIS_URL, ROOT, alembic_config, fresh_database
 from tests.tiny import tiny_config
+from workers.audit import CAPTION, GAP, TILE
 from workers.training import register
 
 pytestmark = pytest.mark.slow
@@ -180,6 +181,16 @@ def test_worker_generates_evaluates_and_publishes(
     assert "phantom_" in shown  # the training images matched are named
     with Image.open(sheet) as drawn:
         assert drawn.format == "PNG" and drawn.height > drawn.width
+    # The pipeline's own evaluation, and its audit drawn again from regenerated samples.
+    table = cli(
+        *("evaluate", "--pipeline", str(pipeline_id), "--count", "4", "--seed", "5"),
+        *("--tstr-steps", "2", "--seeds", "1", "--crop", "32", "--width", "8"),
+    )
+    assert "F1, U-Net trained on real + synthetic" in table
+    shown = cli("audit", "--pipeline", str(pipeline_id), "--sheet", str(sheet))
+    assert f"pipeline {pipeline_id}'s evaluation: memorisation audit passed, 0 of 4" in shown
+    with Image.open(sheet) as drawn:
+        assert drawn.height == CAPTION + 4 * (CAPTION + TILE + GAP)
 
     with TestClient(create_app(e2e_settings)) as client:
         response = client.get(f"/datasets/{slug}/download")
