@@ -1,5 +1,6 @@
-"""Narrow versions of the named recipes, so CPU tests of training stay fast, and the
-helpers the model tests share to compare pipelines and their samples."""
+"""Narrow versions of the named recipes, so CPU tests of training stay fast, the helpers the
+model tests share to compare pipelines and their samples, and the registration of a tiny
+pipeline for the worker tests."""
 
 from __future__ import annotations
 
@@ -7,11 +8,15 @@ import dataclasses
 
 import numpy as np
 import torch
+from sqlalchemy.orm import Session, sessionmaker
 from torch import Tensor, nn
 
+from app.settings import Settings
+from app.storage import Storage
 from models.config import PipelineConfig, named_config
 from models.generate import GeneratedSample, generate
 from models.train import TrainedPipeline
+from workers.training import register
 
 SIZE = 64
 
@@ -83,3 +88,20 @@ def assert_fast_generation_close_to_plain(pipeline: TrainedPipeline) -> None:
     same = (fast[1] == plain[1]) & (fast[2] == plain[2])
     diff = np.abs(fast[0].astype(int) - plain[0].astype(int))[same]
     assert diff.mean() < 2
+
+
+def register_tiny(
+    settings: Settings, sessions: sessionmaker[Session], storage: Storage, trained: TrainedPipeline
+) -> int:
+    """Register `trained` as a phantom pipeline, its checkpoint in `storage`; its id."""
+    return register(
+        settings,
+        sessions,
+        storage,
+        trained=trained,
+        data="phantom",
+        count=4,
+        name="tiny",
+        seconds=0.0,
+        grid=None,
+    )

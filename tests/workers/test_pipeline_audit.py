@@ -20,14 +20,12 @@ from app.tables import Metric
 from models.evaluate.memorisation import flipped_like_audit
 from models.generate import generate_pairs
 from models.imageio import to_pil
-from models.phantom import phantom_pairs
-from models.train import TrainedPipeline, train_pipeline
-from tests.tiny import SIZE, tiny_config
+from models.train import TrainedPipeline
+from tests.tiny import SIZE, register_tiny
 from workers.audit import CAPTION, GAP, TILE, audit_evidence, describe, write_pipeline_sheet
 from workers.local import evaluate_pipeline, load_trained_pipeline
 from workers.realdata import training_split
 from workers.runs import AUDIT_EVIDENCE, AUDITED_SAMPLES
-from workers.training import register
 
 COUNT = 6
 SEED = 5
@@ -56,15 +54,9 @@ class Evaluated:
         )
 
 
-@pytest.fixture(scope="module")
-def tiny_pipeline() -> TrainedPipeline:
-    pairs = phantom_pairs(4, size=SIZE, seed=0)
-    return train_pipeline(pairs, tiny_config(), steps=2, seed=0, device="cpu")
-
-
 @pytest.fixture
 def evaluated(
-    session: Session,
+    worker_sessions: sessionmaker[Session],
     pg_url: str,
     s3_storage_url: tuple[str, str, str],
     tiny_pipeline: TrainedPipeline,
@@ -79,25 +71,9 @@ def evaluated(
         broker_url="memory://",
         device="cpu",
     )
-    # The evaluation's sessions join the test's outer transaction: their commits are savepoints.
-    sessions = sessionmaker(
-        bind=session.connection(),
-        join_transaction_mode="create_savepoint",
-        expire_on_commit=False,
-        info=dict(session.info),
-    )
-    pipeline_id = register(
-        settings,
-        sessions,
-        storage_from_settings(settings),
-        trained=tiny_pipeline,
-        data="phantom",
-        count=4,
-        name="tiny",
-        seconds=0.0,
-        grid=None,
-    )
-    run = Evaluated(settings, sessions, pipeline_id)
+    storage = storage_from_settings(settings)
+    pipeline_id = register_tiny(settings, worker_sessions, storage, tiny_pipeline)
+    run = Evaluated(settings, worker_sessions, pipeline_id)
     run.evaluate(seed=SEED)
     return run
 

@@ -15,46 +15,22 @@ from app.samples.service import samples
 from app.settings import Settings
 from app.storage import Storage
 from app.tables import DatasetStatus, JobKind, JobState
-from models.phantom import phantom_pairs
-from models.train import train_pipeline
 from tests.factories import RecordingSender
-from tests.tiny import tiny_config
+from tests.tiny import register_tiny
 from workers import runs, tasks
 from workers.celery_app import WorkerContext
-from workers.training import register
-
-
-@pytest.fixture(scope="module")
-def tiny_pipeline():  # noqa: ANN201
-    pairs = phantom_pairs(4, size=64, seed=0)
-    return train_pipeline(pairs, tiny_config(), steps=2, seed=0, device="cpu")
 
 
 @pytest.fixture
-def ctx(session: Session, s3_storage: Storage, settings: Settings) -> Iterator[WorkerContext]:
-    # Worker sessions join the test's outer transaction: their commits are savepoints.
-    sessions = sessionmaker(
-        bind=session.connection(),
-        join_transaction_mode="create_savepoint",
-        expire_on_commit=False,
-        info=dict(session.info),
-    )
+def ctx(
+    worker_sessions: sessionmaker[Session], s3_storage: Storage, settings: Settings
+) -> Iterator[WorkerContext]:
     settings = settings.model_copy(update={"device": "cpu"})
-    yield WorkerContext(settings=settings, sessions=sessions, storage=s3_storage)
+    yield WorkerContext(settings=settings, sessions=worker_sessions, storage=s3_storage)
 
 
 def _queued_dataset(ctx: WorkerContext, trained, *, count: int = 5) -> tuple[int, int]:  # noqa: ANN001
-    pipeline_id = register(
-        ctx.settings,
-        ctx.sessions,
-        ctx.storage,
-        trained=trained,
-        data="phantom",
-        count=4,
-        name="tiny",
-        seconds=0.0,
-        grid=None,
-    )
+    pipeline_id = register_tiny(ctx.settings, ctx.sessions, ctx.storage, trained)
     with ctx.sessions() as session, session.begin():
         dataset = datasets.create_draft(
             session, pipeline_id=pipeline_id, title="Runs", count=count, seed=3
