@@ -77,9 +77,9 @@ class PipelineService:
     ) -> None:
         # An evaluation run again replaces its figures rather than mixing two runs' rows.
         session.execute(delete(Metric).where(Metric.pipeline_id == pipeline.id))
-        session.add_all(metrics)
         for metric in metrics:
             metric.pipeline_id = pipeline.id
+        session.add_all(metrics)
         session.flush()
 
     def checkpoint(self, storage: Storage, pipeline: Pipeline) -> bytes:
