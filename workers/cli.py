@@ -268,7 +268,9 @@ def evaluate(
 ) -> None:
     """Measure a pipeline: TSTR segmentation (real / synthetic / both), KL, features, audit.
 
-    The figures are stored as metrics of the pipeline and printed as a table.
+    The figures are stored as metrics of the pipeline (replacing the last evaluation's) and
+    printed as a table; `synthmed audit --pipeline ID` shows the memorisation audit's
+    closest pairs.
     """
     settings = get_settings()
     weights = inception_weights or settings.inception_weights
