@@ -346,18 +346,42 @@ def unpublish(slug: Annotated[str, typer.Argument(help="The dataset's slug.")]) 
 def list_pipelines() -> None:
     """List every trained pipeline, newest first: the ids `generate --pipeline` takes.
 
-    The data column is where the private training data was read from: admins only.
+    The data column is where the private training data was read from: admins only. The
+    evaluated column sums up the last `synthmed evaluate`, if there was one.
     """
-    rows = [("id", "name", "status", "resolution", "recipe", "steps", "data", "created")]
+    header = ("id", "name", "status", "resolution", "recipe", "steps", "data", "created")
+    rows = [(*header, "evaluated")]
     with session_scope(_sessions(get_settings())) as session:
-        for p in pipelines.list_all(session):
+        listed = pipelines.list_all(session)
+        evaluated = pipelines.metric_values(
+            session, pipeline_ids=[p.id for p in listed], names=EVALUATION_SUMMARY
+        )
+        for p in listed:
             recipe = str(p.resolution), p.config_name, str(p.steps)
             created = f"{p.created_at:%Y-%m-%d %H:%M}"
-            rows.append((str(p.id), p.name, p.status, *recipe, p.data_source, created))
+            summary = _evaluation_summary(evaluated.get(p.id, {}))
+            rows.append((str(p.id), p.name, p.status, *recipe, p.data_source, created, summary))
     if len(rows) == 1:
         typer.echo("no pipelines yet: `synthmed train` makes one")
         return
-    typer.echo("\n".join(text_columns(rows, "><<><><<", rule=True)))
+    typer.echo("\n".join(text_columns(rows, "><<><><<<", rule=True)))
+
+
+EVALUATION_SUMMARY = ("tstr_f1_synthetic", "tstr_f1_real", "memorisation_passed")
+
+
+def _evaluation_summary(values: dict[str, float | None]) -> str:
+    """'synthetic F1 0.726 (real 0.818), audit passed'; '-' if never evaluated."""
+    if not values:
+        return "-"
+    parts = []
+    synthetic, real = values.get("tstr_f1_synthetic"), values.get("tstr_f1_real")
+    if synthetic is not None and real is not None:
+        parts.append(f"synthetic F1 {synthetic:.3f} (real {real:.3f})")
+    passed = values.get("memorisation_passed")
+    if passed is not None:
+        parts.append("audit passed" if passed == 1.0 else "audit FAILED")
+    return ", ".join(parts) or "-"
 
 
 @app.command(name="datasets")

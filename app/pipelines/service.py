@@ -72,6 +72,18 @@ class PipelineService:
         query = select(Metric).where(Metric.pipeline_id == pipeline.id).order_by(Metric.name)
         return list(session.scalars(query))
 
+    def metric_values(
+        self, session: Session, *, pipeline_ids: list[int], names: tuple[str, ...]
+    ) -> dict[int, dict[str, float | None]]:
+        """The named figures of several pipelines in one query: {pipeline id: {name: value}}."""
+        query = select(Metric.pipeline_id, Metric.name, Metric.value).where(
+            Metric.pipeline_id.in_(pipeline_ids), Metric.name.in_(names)
+        )
+        values: dict[int, dict[str, float | None]] = {}
+        for pipeline_id, name, value in session.execute(query):
+            values.setdefault(pipeline_id, {})[name] = value
+        return values
+
     def replace_metrics(
         self, session: Session, *, pipeline: Pipeline, metrics: list[Metric]
     ) -> None:

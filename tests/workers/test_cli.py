@@ -12,7 +12,7 @@ from app.datasets.service import datasets
 from app.db import make_engine, make_sessionmaker, session_scope
 from app.jobs.service import jobs
 from app.settings import get_settings
-from app.tables import DatasetStatus, JobKind
+from app.tables import DatasetStatus, JobKind, Metric
 from tests.factories import make_dataset, make_pipeline
 from workers.cli import app
 
@@ -105,12 +105,19 @@ def test_pipelines_lists_the_ids_generate_takes(runner: CliRunner, sessions: ses
     with session_scope(sessions) as session:
         older, newer = make_pipeline(session, resolution=64), make_pipeline(session)
         ids = [newer.id, older.id]
+        figures = {"tstr_f1_synthetic": 0.7261, "tstr_f1_real": 0.8179}
+        figures |= {"memorisation_passed": 1.0, "kl_real_syn": 0.4}
+        session.add_all(Metric(pipeline_id=older.id, name=k, value=v) for k, v in figures.items())
     listed = runner.invoke(app, ["pipelines"], env={"COLUMNS": "200"}).output.splitlines()
     assert listed[0].split()[:3] == ["id", "name", "status"]
+    assert listed[0].split()[-1] == "evaluated"
     rows = [line.split() for line in listed[2:]]
     assert [int(row[0]) for row in rows] == ids
-    assert [row[-4:-2] for row in rows] == [["10", "phantom"], ["10", "phantom"]]
+    assert [row[row.index("10") + 1] for row in rows] == ["phantom", "phantom"]
     assert "64" in rows[1] and "32" in rows[0]
+    # The newer one was never evaluated; the older one's last evaluation is summed up.
+    assert listed[2].endswith(" -")
+    assert listed[3].endswith("synthetic F1 0.726 (real 0.818), audit passed")
 
 
 def test_a_dataset_that_failed_its_audit_points_to_the_evidence(
