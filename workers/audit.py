@@ -193,7 +193,8 @@ def write_dataset_sheet(
 def write_pipeline_sheet(trained: TrainedPipeline, evidence: AuditEvidence, path: Path) -> None:
     """Draw a pipeline evaluation's closest pairs to `path` (PNG). Its samples were never
     stored: they are generated again, all of them with the evaluation's seed, so each comes
-    out of the same batch it did then, pixel for pixel."""
+    out of the same batch it did then: pixel for pixel on the kind of device that evaluated
+    (another kind may round a few pixels differently)."""
     audited = evidence.audited_samples
     if audited is None:
         raise ValueError("this audit did not record which samples it compared")
