@@ -475,8 +475,7 @@ def _audit_pipeline(settings: Settings, pipeline: str, sheet: Path | None) -> No
     sessions = _sessions(settings)
     pipeline_id = _pipeline_id(sessions, pipeline)
     with session_scope(sessions) as session:
-        evaluated = pipelines.get(session, pipeline_id)
-        evidence = audit_evidence(pipelines.metrics(session, evaluated))
+        evidence = audit_evidence(pipelines.metrics(session, pipeline_id=pipeline_id))
     if evidence is None:
         fail(
             f"pipeline {pipeline_id} has no memorisation audit yet: "

@@ -116,9 +116,6 @@ def evaluate_pipeline(
     training_source = recorded_source(real_train or source)
     audited = {"seed": seed, "count": count, "training_source": training_source}
     with session_scope(sessions) as session:
-        pipelines.replace_metrics(
-            session,
-            pipeline=pipelines.get(session, pipeline_id),
-            metrics=metric_rows(measured, audited_samples=audited),
-        )
+        rows = metric_rows(measured, audited_samples=audited)
+        pipelines.replace_metrics(session, pipeline_id=pipeline_id, metrics=rows)
     return measured

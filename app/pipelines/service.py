@@ -67,9 +67,9 @@ class PipelineService:
             query = query.where(Pipeline.resolution == resolution)
         return session.scalars(query.order_by(Pipeline.id.desc())).first()
 
-    def metrics(self, session: Session, pipeline: Pipeline) -> list[Metric]:
+    def metrics(self, session: Session, *, pipeline_id: int) -> list[Metric]:
         """The figures of the pipeline's latest `synthmed evaluate`, private rows included."""
-        query = select(Metric).where(Metric.pipeline_id == pipeline.id).order_by(Metric.name)
+        query = select(Metric).where(Metric.pipeline_id == pipeline_id).order_by(Metric.name)
         return list(session.scalars(query))
 
     def metric_values(
@@ -84,13 +84,11 @@ class PipelineService:
             values.setdefault(pipeline_id, {})[name] = value
         return values
 
-    def replace_metrics(
-        self, session: Session, *, pipeline: Pipeline, metrics: list[Metric]
-    ) -> None:
+    def replace_metrics(self, session: Session, *, pipeline_id: int, metrics: list[Metric]) -> None:
         # An evaluation run again replaces its figures rather than mixing two runs' rows.
-        session.execute(delete(Metric).where(Metric.pipeline_id == pipeline.id))
+        session.execute(delete(Metric).where(Metric.pipeline_id == pipeline_id))
         for metric in metrics:
-            metric.pipeline_id = pipeline.id
+            metric.pipeline_id = pipeline_id
         session.add_all(metrics)
         session.flush()
 

@@ -79,7 +79,7 @@ def evaluated(
 
 
 def _metrics(session: Session, run: Evaluated) -> list[Metric]:
-    return pipelines.metrics(session, pipelines.get(session, run.pipeline_id))
+    return pipelines.metrics(session, pipeline_id=run.pipeline_id)
 
 
 def test_the_figures_belong_to_the_pipeline_and_the_pairs_stay_private(
