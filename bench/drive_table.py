@@ -225,14 +225,26 @@ def main(argv: list[str] | None = None) -> None:
     train = load_pairs(args.drive / "training", resolution=args.resolution)
     test = load_pairs(args.drive / "test", resolution=args.resolution)
     observer = second_observer(args.drive / "test", resolution=args.resolution)
-    if pipeline is not None and pipeline.data_fingerprint != fingerprint(train):
+    # A supersampling Stage II trains on the pairs at the size it paints.
+    config = (
+        pipeline.config
+        if pipeline is not None
+        else named_config(args.config, resolution=args.resolution)
+    )
+    painted = config.paint_resolution
+    paint_train = (
+        train
+        if painted == args.resolution
+        else load_pairs(args.drive / "training", resolution=painted)
+    )
+    if pipeline is not None and pipeline.data_fingerprint != fingerprint(paint_train):
         # The audit and the real arm would then measure it against data it never saw.
         parser.error(f"--pipeline {args.pipeline} was not trained on {args.drive / 'training'}")
     args.out.mkdir(parents=True, exist_ok=True)
 
     if pipeline is None:
         t0 = time.perf_counter()
-        pipeline = train_for(train, args, device, args.out)
+        pipeline = train_for(paint_train, args, device, args.out)
         log(f"trained {pipeline.steps_done} steps in {time.perf_counter() - t0:.0f} s")
         if args.save:
             write_pipeline(pipeline, args.out / "pipeline.pt")

@@ -96,7 +96,9 @@ def load_pipeline(
             build_stage1_generator(config.stage1, resolution=res), payload, "stage1_generator"
         )
         s2g = _load(
-            build_stage2_generator(config.stage2, resolution=res), payload, "stage2_generator"
+            build_stage2_generator(config.stage2, resolution=config.paint_resolution),
+            payload,
+            "stage2_generator",
         )
         s1d = s2d = None
         if "stage1_discriminator" in payload:
@@ -107,7 +109,7 @@ def load_pipeline(
             )
         if "stage2_discriminator" in payload:
             s2d = _load(
-                build_stage2_discriminator(config.stage2, resolution=res),
+                build_stage2_discriminator(config.stage2, resolution=config.paint_resolution),
                 payload,
                 "stage2_discriminator",
             )

@@ -83,6 +83,16 @@ def load_pairs(
     return [_load_entry(e, resolution) for e in entries]
 
 
+def resized(pair: FundusPair, resolution: int) -> FundusPair:
+    """A loaded pair at another square size, resized as the readers resize."""
+    return FundusPair(
+        name=pair.name,
+        image=_resize_rgb(pair.image, resolution),
+        mask=_resize_binary(pair.mask, resolution, keep_fraction=True),
+        fov=_resize_binary(pair.fov, resolution),
+    )
+
+
 def fingerprint(pairs: Sequence[FundusPair]) -> str:
     """SHA-256 hex digest over names and pixel data, independent of the order of `pairs`."""
     digests = sorted(_pair_digest(p) for p in pairs)
@@ -378,12 +388,10 @@ def _load_entry(entry: _Entry, resolution: int) -> FundusPair:
     else:
         fov = _threshold_fov(image)
     box = _crop_box(fov)
-    return FundusPair(
-        name=entry.name,
-        image=_resize_rgb(_crop(image, box), resolution),
-        mask=_resize_binary(_crop(mask, box), resolution, keep_fraction=True),
-        fov=_resize_binary(_crop(fov, box), resolution),
+    cropped = FundusPair(
+        name=entry.name, image=_crop(image, box), mask=_crop(mask, box), fov=_crop(fov, box)
     )
+    return resized(cropped, resolution)
 
 
 # --------------------------------------------------------------------------- geometry

@@ -24,7 +24,13 @@ from models.data import FundusPair
 from models.networks import Runtime, resolve_device
 from models.seeds import stable_seed
 from models.stage1 import decode_geometry, sample_noise
-from models.stage2 import condition, condition_vessels, drawn_condition_vessels
+from models.stage2 import (
+    averaged_down,
+    condition,
+    condition_vessels,
+    drawn_condition_vessels,
+    paint_input,
+)
 from models.transforms import to_uint8_images
 
 if TYPE_CHECKING:
@@ -91,9 +97,11 @@ def paint(
     appearance: Tensor | None = None,
 ) -> Tensor:
     """Stage II alone: (vessels, FOV) batches in [0, 1] (``condition``) -> images in
-    [-1, 1], black outside the FOV."""
+    [-1, 1] of the same size, black outside the FOV."""
+    cond = paint_input(config.stage2, condition(config.stage2, vessels, fov))
     with runtime.autocast():
-        image = stage2(runtime.tensor(condition(config.stage2, vessels, fov))).float()
+        painting = stage2(runtime.tensor(cond)).float()
+    image = averaged_down(config.stage2, painting)
     image = torch.where(fov > 0, image.clamp(-1.0, 1.0), torch.full_like(image, -1.0))
     if appearance is not None:
         image = restyle(image, fov, appearance)

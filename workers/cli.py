@@ -86,8 +86,14 @@ def train(
     data: Annotated[
         str, typer.Option(help="'phantom' (built-in) or a folder: DRIVE training/, STARE, …")
     ] = "phantom",
-    resolution: Annotated[int, typer.Option(help="Training resolution, 64 to 512.")] = 64,
-    config: Annotated[str, typer.Option(help="Recipe: 'default' (tuned) or 'paper'.")] = "default",
+    resolution: Annotated[int, typer.Option(help="Resolution of the samples, 64 to 512.")] = 64,
+    config: Annotated[
+        str,
+        typer.Option(
+            help="Recipe: 'default' (tuned), 'supersampled' (default, but Stage II paints at "
+            "twice the resolution and averages down; up to 256) or 'paper'."
+        ),
+    ] = "default",
     steps: Annotated[int, typer.Option(min=1, help="Steps; Stage I may stop first.")] = 900,
     seed: Annotated[int, typer.Option(help="Seed; runs repeat on one device and core count.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",

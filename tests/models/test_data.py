@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.data import DataError, FundusPair, fingerprint, load_pairs, second_observer
+from models.data import (
+    DataError,
+    FundusPair,
+    fingerprint,
+    load_pairs,
+    resized,
+    second_observer,
+)
 from tests.drive_layout import write_drive_split
 
 # --------------------------------------------------------------------------- fixtures
@@ -114,6 +121,20 @@ def test_drive_alignment_survives_crop_and_resize(tmp_path: Path, resolution: in
     (pair,) = load_pairs(tmp_path / "training", resolution=resolution)
     _assert_valid([pair], resolution)
     _assert_aligned(pair, exact=resolution == 44)
+
+
+def test_a_loaded_pair_resized_to_half_keeps_its_vessel_fraction(tmp_path: Path) -> None:
+    # A supersampling pipeline loads its pairs at the painted size and resizes them to the
+    # published one for Stage I.
+    _write_drive(tmp_path / "training", range(21, 22))
+    (large,) = load_pairs(tmp_path / "training", resolution=88)
+    half = resized(large, 44)
+    _assert_valid([half], 44)
+    _assert_aligned(half, exact=False)
+    assert half.mask.sum() == round(large.mask.mean() * 44 * 44)
+    same = resized(large, 88)
+    for a, b in ((same.image, large.image), (same.mask, large.mask), (same.fov, large.fov)):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_drive_root_asks_for_a_split(tmp_path: Path) -> None:

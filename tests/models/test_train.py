@@ -11,12 +11,12 @@ import torch
 
 from models.checkpoint import CheckpointError, load_pipeline, save_pipeline
 from models.config import Stage2Config
-from models.data import FundusPair
+from models.data import FundusPair, resized
 from models.evaluate.segmenter import fov_loss, train_segmenter
 from models.networks import Runtime
 from models.phantom import phantom_pairs
 from models.stage1 import vessel_map
-from models.stage2 import Pix2Pix, condition
+from models.stage2 import Pix2Pix, condition, condition_vessels
 from models.train import TrainProgress, train_pipeline
 from models.transforms import to_tensor
 from tests.tiny import SIZE, assert_same_weights, tiny_config, weights
@@ -25,6 +25,12 @@ from tests.tiny import SIZE, assert_same_weights, tiny_config, weights
 @pytest.fixture(scope="module")
 def pairs() -> list[FundusPair]:
     return phantom_pairs(6, size=SIZE, seed=1)
+
+
+@pytest.fixture(scope="module")
+def large() -> list[FundusPair]:
+    """Training pairs at twice the tiny size, for a Stage II that paints at twice it."""
+    return phantom_pairs(4, size=2 * SIZE, seed=1)
 
 
 def plain_stage2(cfg: Stage2Config, **kwargs: Any) -> Pix2Pix:
@@ -243,6 +249,65 @@ class TestTraining:
         cfg = dataclasses.replace(tiny_config(), resolution=128)
         with pytest.raises(ValueError, match="64x64 px; the config needs 128"):
             train_pipeline(pairs, cfg, steps=1, device="cpu")
+
+
+class TestSupersampled:
+    """A pipeline whose Stage II paints at twice the published size."""
+
+    def test_stage2_learns_the_loaded_pairs_from_conditions_at_the_published_size(
+        self, large: list[FundusPair], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        cfg = tiny_config("supersampled")
+        seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+        step = Pix2Pix.step
+
+        def recording(self: Pix2Pix, cond: torch.Tensor, real: torch.Tensor, rng: Any) -> Any:
+            seen.append((cond.clone(), real.clone()))
+            return step(self, cond, real, rng)
+
+        monkeypatch.setattr(Pix2Pix, "step", recording)
+        train_pipeline(large, cfg, steps=2, seed=0, device="cpu")
+        fine = to_tensor(large)[0]
+        _, masks, fovs = to_tensor([resized(p, SIZE) for p in large])
+        for cond, real in seen:
+            assert cond.shape[2:] == (SIZE, SIZE) and real.shape[2:] == (2 * SIZE, 2 * SIZE)
+            for c, r in zip(cond, real, strict=True):
+                # The loaded pair the target was turned from, and how; the condition must be
+                # that pair's mask at the published size, turned the same way.
+                (j, turn), *_ = [
+                    (j, t) for j in range(len(large)) for t in TURNS if torch.equal(r, t(fine[j]))
+                ]
+                expected = condition(
+                    cfg.stage2, condition_vessels(cfg, turn(masks[j])[None]), turn(fovs[j])[None]
+                )
+                torch.testing.assert_close(c[None], expected)
+
+    def test_resume_continues_exactly(self, large: list[FundusPair]) -> None:
+        cfg = tiny_config("supersampled")
+        checkpoints: list[bytes] = []
+        straight = train_pipeline(
+            large,
+            cfg,
+            steps=4,
+            seed=3,
+            device="cpu",
+            on_checkpoint=lambda p: checkpoints.append(save_pipeline(p)),
+            checkpoint_every=2,
+        )
+        half = load_pipeline(checkpoints[0], expect_config=cfg)
+        resumed = train_pipeline(large, cfg, steps=4, seed=3, device="cpu", resume=half)
+        assert_same_weights(straight, resumed)
+
+    def test_refuses_pairs_at_the_published_size(self, pairs: list[FundusPair]) -> None:
+        with pytest.raises(ValueError, match="needs 128 .Stage II paints at 128 and publishes 64"):
+            train_pipeline(pairs, tiny_config("supersampled"), steps=1, device="cpu")
+
+
+TURNS = [
+    lambda x, k=k, flip=flip: torch.rot90(x.flip(-1) if flip else x, k, dims=(-2, -1))
+    for k in range(4)
+    for flip in (False, True)
+]
 
 
 class TestResume:

@@ -52,6 +52,10 @@ def sessions(runner: CliRunner) -> sessionmaker:
         (["train", "--resolution", "100", "--steps", "1"], "power of two"),
         (["train", "--config", "fancy", "--steps", "1"], "unknown config 'fancy'"),
         (
+            ["train", "--config", "supersampled", "--resolution", "512", "--steps", "1"],
+            "at most 256 px, got 512",
+        ),
+        (
             ["evaluate", "--inception-weights", "/nonexistent.pth"],
             "Inception weights file /nonexistent.pth does not exist",
         ),
