@@ -7,7 +7,8 @@ pix2pix U-Net with 8 downsamplings at 512 px, PatchGAN on (mask, image), L1:adve
 pairs is the normal case), a FOV channel so generated images are black outside the disc,
 lambda_L1 = 20 and pix2pixHD's feature matching up to 128 px (pix2pix's 100 and none
 above), and widths chosen so a 64 px pipeline trains on a laptop CPU. ``supersampled`` is
-``default`` with Stage II painting at twice the published size, averaged down.
+``default`` with Stage II painting at twice the published size, averaged down: measured
+below ``default``, kept to measure further and to build a Stage I at twice the size on.
 """
 
 from __future__ import annotations
@@ -242,11 +243,14 @@ def named_config(name: str, *, resolution: int) -> PipelineConfig:
                 f"supersampled paints at twice the resolution: at most {MAX_RESOLUTION // 2} px, "
                 f"got {resolution}"
             )
-        # DRIVE at 128 px, Stage II trained alone on the real masks for 250 steps, each
-        # painted 64 times (TSTR 4,000 steps, Intel Xeon; real arm 0.818): painted at 256
-        # and averaged down, synthetic-only F1 0.752 (AUC 0.949) against 0.588 (0.820) at
-        # 128; green vessel contrast 14.1 grey levels against 17.4 (real 9.6). docs/drive.md,
-        # "Stage II at 256 px, averaged down to 128". A Stage II step costs about 5x as much.
+        # Not the default: it scored below it. Painting the real masks at 256 and averaging
+        # down had lifted synthetic-only F1 to 0.752 from 0.588 at 128 (docs/drive.md,
+        # "Stage II at 256 px, averaged down to 128"), but fed the masks at 128 scaled up,
+        # as a pipeline feeds Stage I's map, it scored 0.630, and behind one Stage I 0.691
+        # (AUC 0.953; over-calling, specificity 0.902) against 0.709 (0.933) for the default's
+        # Stage II after the same 250 steps and 0.726 after 2,000 (DRIVE 128 px, TSTR 4,000
+        # steps, Intel Xeon; docs/drive.md, "A pipeline that paints at twice its size").
+        # The gain needs a condition as sharp as the painting: a Stage I drawing at 256.
         base = named_config("default", resolution=resolution)
         painter = dataclasses.replace(base.stage2, depth=base.stage2.depth + 1, supersample=2)
         return dataclasses.replace(base, name="supersampled", stage2=painter)
