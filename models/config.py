@@ -246,11 +246,12 @@ def named_config(name: str, *, resolution: int) -> PipelineConfig:
         # Not the default: it scored below it. Painting the real masks at 256 and averaging
         # down had lifted synthetic-only F1 to 0.752 from 0.588 at 128 (docs/drive.md,
         # "Stage II at 256 px, averaged down to 128"), but fed the masks at 128 scaled up,
-        # as a pipeline feeds Stage I's map, it scored 0.630, and behind one Stage I 0.691
-        # (AUC 0.953; over-calling, specificity 0.902) against 0.709 (0.933) for the default's
-        # Stage II after the same 250 steps and 0.726 after 2,000 (DRIVE 128 px, TSTR 4,000
-        # steps, Intel Xeon; docs/drive.md, "A pipeline that paints at twice its size").
-        # The gain needs a condition as sharp as the painting: a Stage I drawing at 256.
+        # as a pipeline feeds Stage I's map, it scored 0.630. Behind a Stage I it scored
+        # 0.691 and 0.709 (AUC 0.953 and 0.944; it over-calls) against 0.709 and 0.713 (0.933
+        # and 0.935) for the default's Stage II after the same 250 steps (training seeds 2
+        # and 3, DRIVE 128 px, TSTR 4,000 steps, Intel Xeon; 0.726 after 2,000 for seed 2;
+        # docs/drive.md, "A pipeline that paints at twice its size"). The gain needs a
+        # condition as sharp as the painting: a Stage I drawing at 256.
         base = named_config("default", resolution=resolution)
         painter = dataclasses.replace(base.stage2, depth=base.stage2.depth + 1, supersample=2)
         return dataclasses.replace(base, name="supersampled", stage2=painter)
