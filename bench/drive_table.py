@@ -38,7 +38,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from models.checkpoint import CheckpointError, load_pipeline, write_pipeline  # noqa: E402
-from models.config import CONFIG_NAMES, named_config  # noqa: E402
+from models.config import CONFIG_NAMES, PipelineConfig, named_config  # noqa: E402
 from models.data import FundusPair, fingerprint, load_pairs, second_observer  # noqa: E402
 from models.evaluate.report import evaluate_dataset  # noqa: E402
 from models.evaluate.segmenter import train_segmenter  # noqa: E402
@@ -66,10 +66,13 @@ def log(message: str) -> None:
 
 
 def train_for(
-    pairs: list[FundusPair], args: argparse.Namespace, device: torch.device, out: Path
+    pairs: list[FundusPair],
+    cfg: PipelineConfig,
+    args: argparse.Namespace,
+    device: torch.device,
+    out: Path,
 ) -> TrainedPipeline:
     """Train until --steps or --train-minutes, whichever comes first; save sample grids."""
-    cfg = named_config(args.config, resolution=args.resolution)
     deadline = time.perf_counter() + args.train_minutes * 60
     latest: list[TrainedPipeline] = []
 
@@ -244,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if pipeline is None:
         t0 = time.perf_counter()
-        pipeline = train_for(paint_train, args, device, args.out)
+        pipeline = train_for(paint_train, config, args, device, args.out)
         log(f"trained {pipeline.steps_done} steps in {time.perf_counter() - t0:.0f} s")
         if args.save:
             write_pipeline(pipeline, args.out / "pipeline.pt")
