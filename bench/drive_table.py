@@ -141,6 +141,7 @@ def tstr_steps_for(
 def painted_real_arm(
     pipeline: TrainedPipeline,
     train: list[FundusPair],
+    large_train: list[FundusPair],
     test: list[FundusPair],
     args: argparse.Namespace,
     device: torch.device,
@@ -148,8 +149,9 @@ def painted_real_arm(
     steps: int,
     seeds: tuple[int, ...],
 ) -> None:
-    """Synthetic-only TSTR on Stage II painting the real training masks, as the table ran."""
-    painted = paint_masks(pipeline, train, count=args.count, seed=args.seed, device=device)
+    """Synthetic-only TSTR on Stage II painting the real training masks, as the table ran:
+    ``large_train`` holds them at the size the pipeline trained at."""
+    painted = paint_masks(pipeline, large_train, count=args.count, seed=args.seed, device=device)
     t0 = time.perf_counter()
     result = run_tstr(
         train,
@@ -228,26 +230,26 @@ def main(argv: list[str] | None = None) -> None:
     train = load_pairs(args.drive / "training", resolution=args.resolution)
     test = load_pairs(args.drive / "test", resolution=args.resolution)
     observer = second_observer(args.drive / "test", resolution=args.resolution)
-    # A supersampling Stage II trains on the pairs at the size it paints.
+    # A supersampling pipeline trains on the pairs at twice the published size.
     config = (
         pipeline.config
         if pipeline is not None
         else named_config(args.config, resolution=args.resolution)
     )
-    painted = config.paint_resolution
-    paint_train = (
+    trained_at = config.train_resolution
+    large_train = (
         train
-        if painted == args.resolution
-        else load_pairs(args.drive / "training", resolution=painted)
+        if trained_at == args.resolution
+        else load_pairs(args.drive / "training", resolution=trained_at)
     )
-    if pipeline is not None and pipeline.data_fingerprint != fingerprint(paint_train):
+    if pipeline is not None and pipeline.data_fingerprint != fingerprint(large_train):
         # The audit and the real arm would then measure it against data it never saw.
         parser.error(f"--pipeline {args.pipeline} was not trained on {args.drive / 'training'}")
     args.out.mkdir(parents=True, exist_ok=True)
 
     if pipeline is None:
         t0 = time.perf_counter()
-        pipeline = train_for(paint_train, config, args, device, args.out)
+        pipeline = train_for(large_train, config, args, device, args.out)
         log(f"trained {pipeline.steps_done} steps in {time.perf_counter() - t0:.0f} s")
         if args.save:
             write_pipeline(pipeline, args.out / "pipeline.pt")
@@ -295,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
     (args.out / "table.txt").write_text(table + "\n")
     sys.stdout.write(table + "\n")
     if args.paint_real:
-        painted_real_arm(pipeline, train, test, args, device, steps=steps, seeds=seeds)
+        painted_real_arm(pipeline, train, large_train, test, args, device, steps=steps, seeds=seeds)
     by_name = {r["name"]: r for r in rows}
     for key in sorted(by_name):
         if key.startswith(("tstr_sensitivity", "tstr_specificity", "memorisation_")):

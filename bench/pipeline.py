@@ -142,12 +142,12 @@ def main(argv: list[str] | None = None) -> None:
     sys.stdout.write(header)
     for config, res in itertools.product(args.configs, resolutions):
         try:
-            painted = named_config(config, resolution=res).paint_resolution
-        except ValueError as exc:  # supersampled at 512 px would paint at 1,024
+            trained_at = named_config(config, resolution=res).train_resolution
+        except ValueError as exc:  # supersampled at 512 px would train at 1,024
             sys.stdout.write(f"{config:<12} {res:>5} skipped: {exc}\n")
             continue
-        # A supersampling recipe trains on pairs at the size Stage II paints.
-        pairs = phantom_pairs(8, size=painted)
+        # A supersampling recipe trains on pairs at twice the published size.
+        pairs = phantom_pairs(8, size=trained_at)
         # Interleaved, best of --repeats each: a few CPU steps take seconds, and the
         # machine's other work moves such a figure by more than the paths differ.
         train_plain = train_fast = gen_plain = gen_fast = 0.0

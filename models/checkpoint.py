@@ -89,16 +89,14 @@ def load_pipeline(
             f"checkpoint was trained with config {config.to_dict()}, "
             f"expected {expect_config.to_dict()}"
         )
-    res = config.resolution
+    res = config.train_resolution
     dev = resolve_device(device)
     try:
         s1g = _load(
             build_stage1_generator(config.stage1, resolution=res), payload, "stage1_generator"
         )
         s2g = _load(
-            build_stage2_generator(config.stage2, resolution=config.paint_resolution),
-            payload,
-            "stage2_generator",
+            build_stage2_generator(config.stage2, resolution=res), payload, "stage2_generator"
         )
         s1d = s2d = None
         if "stage1_discriminator" in payload:
@@ -109,7 +107,7 @@ def load_pipeline(
             )
         if "stage2_discriminator" in payload:
             s2d = _load(
-                build_stage2_discriminator(config.stage2, resolution=config.paint_resolution),
+                build_stage2_discriminator(config.stage2, resolution=res),
                 payload,
                 "stage2_discriminator",
             )

@@ -7,8 +7,7 @@ pix2pix U-Net with 8 downsamplings at 512 px, PatchGAN on (mask, image), L1:adve
 pairs is the normal case), a FOV channel so generated images are black outside the disc,
 lambda_L1 = 20 and pix2pixHD's feature matching up to 128 px (pix2pix's 100 and none
 above), and widths chosen so a 64 px pipeline trains on a laptop CPU. ``supersampled`` is
-``default`` with Stage II painting at twice the published size, averaged down: measured
-below ``default``, kept to measure further and to build a Stage I at twice the size on.
+``default`` with both stages at twice the published size, each sample shrunk to it.
 """
 
 from __future__ import annotations
@@ -144,13 +143,6 @@ class Stage2Config:
     # published mask's vessels: the faint strokes the cut leaves out would be painted as
     # vessels the mask does not label. Training is unchanged.
     paint_labelled_only: bool = False
-    # Stage II paints at this many times the published size, from its condition scaled up
-    # (bilinear), and the painting is averaged down (box filter) to the published size, as
-    # a camera sums light over each pixel: a thin vessel comes out faint, as in real images,
-    # where one painted at the published size is dark and broken. Its discriminator and L1
-    # see paintings at the painted size (the real images loaded that large); the consistency
-    # loss reads the averaged one. 1: Stage II paints at the published size.
-    supersample: int = 1
 
     def __post_init__(self) -> None:
         _check(self.depth >= 1, "stage2.depth must be >= 1")
@@ -166,7 +158,6 @@ class Stage2Config:
         _check(self.lr > 0, "stage2.lr must be positive")
         _check(self.seg_weight >= 0, "stage2.seg_weight must be >= 0")
         _check(self.seg_steps >= 1, "stage2.seg_steps must be >= 1")
-        _check(self.supersample in (1, 2), "stage2.supersample must be 1 or 2")
 
     @property
     def cond_channels(self) -> int:
@@ -180,6 +171,12 @@ class PipelineConfig:
     stage1: Stage1Config = field(default_factory=Stage1Config)
     stage2: Stage2Config = field(default_factory=Stage2Config)
     batch_size: int = 8
+    # Both stages train and sample at this many times the published size, and each sample
+    # is shrunk to it as the readers shrink a photograph (Lanczos for the image, the mask
+    # keeping its vessel fraction): a thin vessel comes out faint and soft, as in real
+    # images, where one drawn and painted at the published size is dark and broken.
+    # 1: the stages work at the published size.
+    supersample: int = 1
 
     def __post_init__(self) -> None:
         r = self.resolution
@@ -187,15 +184,15 @@ class PipelineConfig:
             isinstance(r, int) and MIN_RESOLUTION <= r <= MAX_RESOLUTION and r & (r - 1) == 0,
             f"resolution must be a power of two in {MIN_RESOLUTION}..{MAX_RESOLUTION}, got {r!r}",
         )
+        _check(self.supersample in (1, 2), f"supersample must be 1 or 2, got {self.supersample!r}")
         _check(
-            self.paint_resolution <= MAX_RESOLUTION,
-            f"stage2 would paint at {self.paint_resolution} px: with supersample "
-            f"{self.stage2.supersample}, at most {MAX_RESOLUTION // self.stage2.supersample} px, "
-            f"got {r}",
+            self.train_resolution <= MAX_RESOLUTION,
+            f"the stages would work at {self.train_resolution} px: with supersample "
+            f"{self.supersample}, at most {MAX_RESOLUTION // self.supersample} px, got {r}",
         )
         _check(
-            self.stage2.depth <= self.paint_resolution.bit_length() - 1,
-            f"stage2.depth {self.stage2.depth} downsamples {self.paint_resolution} px below 1 px",
+            self.stage2.depth <= self.train_resolution.bit_length() - 1,
+            f"stage2.depth {self.stage2.depth} downsamples {self.train_resolution} px below 1 px",
         )
         _check(self.batch_size >= 1, "batch_size must be >= 1")
         _check(
@@ -208,9 +205,9 @@ class PipelineConfig:
         )
 
     @property
-    def paint_resolution(self) -> int:
-        """The size Stage II paints at, and so the size of the pairs it trains on."""
-        return self.resolution * self.stage2.supersample
+    def train_resolution(self) -> int:
+        """The size both stages work at, and so the size of the pairs they train on."""
+        return self.resolution * self.supersample
 
     def to_dict(self) -> dict[str, Any]:
         # Only str/int/float/bool/dict: it goes into a weights_only checkpoint and a JSON column.
@@ -222,7 +219,7 @@ class PipelineConfig:
             raise ValueError(f"pipeline config must be a dict, got {type(d).__name__}")
         top = dict(d)
         stage1 = _build(Stage1Config, top.pop("stage1", {}), "stage1")
-        stage2 = _build(Stage2Config, top.pop("stage2", {}), "stage2")
+        stage2 = _build(Stage2Config, _retire_stage2_supersample(top.pop("stage2", {})), "stage2")
         return _build(cls, {**top, "stage1": stage1, "stage2": stage2}, "pipeline")
 
 
@@ -240,18 +237,10 @@ def named_config(name: str, *, resolution: int) -> PipelineConfig:
             f"got {resolution!r}"
         )
     if name == "supersampled":
-        # Not the default: it scored below it. Painting the real masks at 256 and averaging
-        # down had lifted synthetic-only F1 to 0.752 from 0.588 at 128 (docs/drive.md,
-        # "Stage II at 256 px, averaged down to 128"), but fed the masks at 128 scaled up,
-        # as a pipeline feeds Stage I's map, it scored 0.630. Behind a Stage I it scored
-        # 0.691 and 0.709 (AUC 0.953 and 0.944; it over-calls) against 0.709 and 0.713 (0.933
-        # and 0.935) for the default's Stage II after the same 250 steps (training seeds 2
-        # and 3, DRIVE 128 px, TSTR 4,000 steps, Intel Xeon; 0.726 after 2,000 for seed 2;
-        # docs/drive.md, "A pipeline that paints at twice its size"). The gain needs a
-        # condition as sharp as the painting: a Stage I drawing at 256.
+        # MEASUREMENT PENDING
         base = named_config("default", resolution=resolution)
-        painter = dataclasses.replace(base.stage2, depth=base.stage2.depth + 1, supersample=2)
-        return dataclasses.replace(base, name="supersampled", stage2=painter)
+        deeper = dataclasses.replace(base.stage2, depth=base.stage2.depth + 1)
+        return dataclasses.replace(base, name="supersampled", supersample=2, stage2=deeper)
     # 8 downsamplings at 512 px leave a 2x2 bottleneck; keep that bottleneck at every size.
     depth = resolution.bit_length() - 2
     if name == "paper":
@@ -467,6 +456,21 @@ def named_config(name: str, *, resolution: int) -> PipelineConfig:
         ),
         batch_size=8,
     )
+
+
+def _retire_stage2_supersample(values: Any) -> Any:
+    """Configs saved between 2026-12-06 and the pipeline-wide ``supersample`` carry a
+    ``stage2.supersample``: 1 changes nothing, and a Stage II that painted at twice the
+    size from a Stage I drawing at the published size has no network to load into now."""
+    if not isinstance(values, dict) or "supersample" not in values:
+        return values
+    rest = {k: v for k, v in values.items() if k != "supersample"}
+    _check(
+        values["supersample"] == 1,
+        "stage2.supersample (Stage II alone painting at twice the size) is retired; "
+        "retrain the pipeline with the supersampled recipe",
+    )
+    return rest
 
 
 def _check(ok: bool, message: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -20,17 +21,11 @@ from torch import Tensor, nn
 
 from models.appearance import restyle
 from models.config import PipelineConfig, Stage1Config
-from models.data import FundusPair
+from models.data import FundusPair, resized
 from models.networks import Runtime, resolve_device
 from models.seeds import stable_seed
 from models.stage1 import decode_geometry, sample_noise
-from models.stage2 import (
-    averaged_down,
-    condition,
-    condition_vessels,
-    drawn_condition_vessels,
-    paint_input,
-)
+from models.stage2 import condition, condition_vessels, drawn_condition_vessels
 from models.transforms import to_uint8_images
 
 if TYPE_CHECKING:
@@ -97,11 +92,9 @@ def paint(
     appearance: Tensor | None = None,
 ) -> Tensor:
     """Stage II alone: (vessels, FOV) batches in [0, 1] (``condition``) -> images in
-    [-1, 1] of the same size, black outside the FOV."""
-    cond = paint_input(config.stage2, condition(config.stage2, vessels, fov))
+    [-1, 1], black outside the FOV."""
     with runtime.autocast():
-        painting = stage2(runtime.tensor(cond)).float()
-    image = averaged_down(config.stage2, painting)
+        image = stage2(runtime.tensor(condition(config.stage2, vessels, fov))).float()
     image = torch.where(fov > 0, image.clamp(-1.0, 1.0), torch.full_like(image, -1.0))
     if appearance is not None:
         image = restyle(image, fov, appearance)
@@ -150,9 +143,20 @@ def generate(
         masks = mask[:, 0].to(torch.uint8).cpu().numpy()
         fovs = fov[:, 0].to(torch.uint8).cpu().numpy()
         for j, i in enumerate(indices):
+            p = published(cfg, FundusPair(name="", image=images[j], mask=masks[j], fov=fovs[j]))
             yield GeneratedSample(
-                index=i, seed=sample_seed(seed, i), image=images[j], mask=masks[j], fov=fovs[j]
+                index=i, seed=sample_seed(seed, i), image=p.image, mask=p.mask, fov=p.fov
             )
+
+
+def published(config: PipelineConfig, drawn: FundusPair) -> FundusPair:
+    """A pair drawn at the pipeline's training size, at its published size: shrunk (with
+    ``supersample``) as the readers shrink a photograph, and black outside its FOV."""
+    if config.supersample == 1:
+        return drawn
+    small = resized(drawn, config.resolution)
+    image = np.where(small.fov[..., None] > 0, small.image, 0).astype(np.uint8)
+    return dataclasses.replace(small, image=image)
 
 
 def _eval_copies(
@@ -199,8 +203,9 @@ def paint_masks(
 
     Painting ``i`` is of pair ``i % len(pairs)`` in the ``i // len(pairs)``-th of its eight
     turns and flips (so ``count`` can exceed the masks there are), coloured like sample
-    ``i`` of a run with ``seed``. Painted training masks are as private as the training set:
-    they are for benchmarks, never for a published dataset.
+    ``i`` of a run with ``seed``. The pairs are at the pipeline's training size, and the
+    paintings come at its published size (``published``). Painted training masks are as
+    private as the training set: they are for benchmarks, never for a published dataset.
     """
     if not pairs:
         raise ValueError("no masks to paint")
@@ -221,7 +226,8 @@ def paint_masks(
         images = to_uint8_images(paint(stage2, pipeline.config, vessels, fov, runtime, looks))
         for j, i in enumerate(indices):
             name = f"{i:05d}-{sources[j].name}"
-            out.append(FundusPair(name=name, image=images[j], mask=masks[j], fov=fovs[j]))
+            drawn = FundusPair(name=name, image=images[j], mask=masks[j], fov=fovs[j])
+            out.append(published(pipeline.config, drawn))
     return out
 
 

@@ -4,8 +4,7 @@ U-Net generator that upsamples by resize-then-convolve, PatchGAN discriminator o
 concatenation (condition, image), loss = adversarial + lambda_l1 * L1 (+ lambda_fm *
 feature matching, + seg_weight * a vessel-consistency loss from a frozen segmenter, when one
 is given). Trained on real (mask, image) pairs, as in the paper: it never sees Stage I's
-output while training. With ``supersample`` it paints at a multiple of the published size
-(``paint_input``) and its paintings are averaged down to it (``averaged_down``).
+output while training.
 """
 
 from __future__ import annotations
@@ -84,22 +83,6 @@ def drawn_condition_vessels(
     return drawn
 
 
-def paint_input(cfg: Stage2Config, cond: Tensor) -> Tensor:
-    """The generator's input for a condition at the published size: the condition itself,
-    or scaled up to the painted size (bilinear) with ``supersample``."""
-    if cfg.supersample == 1:
-        return cond
-    return F.interpolate(cond, scale_factor=cfg.supersample, mode="bilinear", align_corners=False)
-
-
-def averaged_down(cfg: Stage2Config, painting: Tensor) -> Tensor:
-    """A painting at the painted size -> the image at the published size: each published
-    pixel is the mean of the ``supersample`` x ``supersample`` painted pixels it covers."""
-    if cfg.supersample == 1:
-        return painting
-    return F.avg_pool2d(painting, cfg.supersample)
-
-
 class Pix2Pix(AdversarialPair):
     """Networks, optimisers and one training step. Losses are returned, not stored."""
 
@@ -151,10 +134,7 @@ class Pix2Pix(AdversarialPair):
             return self._d(x).float()
 
     def step(self, cond: Tensor, real: Tensor, rng: torch.Generator) -> dict[str, Tensor]:
-        """D step on (real, detached fake) averaged, then G step with D frozen (pix2pix).
-
-        ``cond`` is at the published size and ``real`` at the painted size."""
-        published_cond, cond = cond, paint_input(self.cfg, cond)
+        """D step on (real, detached fake) averaged, then G step with D frozen (pix2pix)."""
         with self.runtime.autocast():
             fake = self._g(cond)
         self.discriminator.requires_grad_(True)
@@ -178,9 +158,7 @@ class Pix2Pix(AdversarialPair):
             losses["stage2_fm"] = self._feature_matching(cond, real, fake)
             loss_g = loss_g + self.cfg.lambda_fm * losses["stage2_fm"]
         if self.segmenter is not None:
-            losses["stage2_seg"] = self._vessel_consistency(
-                published_cond, averaged_down(self.cfg, fake)
-            )
+            losses["stage2_seg"] = self._vessel_consistency(cond, fake)
             loss_g = loss_g + self.cfg.seg_weight * losses["stage2_seg"]
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()

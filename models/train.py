@@ -27,14 +27,14 @@ from torch import Tensor, nn
 
 from models.appearance import AppearanceModel
 from models.config import PipelineConfig
-from models.data import FundusPair, fingerprint, resized
+from models.data import FundusPair, fingerprint
 from models.evaluate.segmenter import train_segmenter
 from models.generate import noise_batch, sample_grid
 from models.networks import Runtime, resolve_device
 from models.seeds import stable_seed
 from models.stage1 import DCGAN, real_geometry
 from models.stage2 import Pix2Pix, condition, condition_vessels
-from models.transforms import dihedral_augment, joint_augment, to_device, to_tensor
+from models.transforms import joint_augment, to_device, to_tensor
 
 __all__ = ["TrainProgress", "TrainedPipeline", "resolve_device", "train_pipeline"]
 
@@ -126,17 +126,11 @@ def train_pipeline(
         raise ValueError(f"steps must be >= 0, got {steps}")
     if not pairs:
         raise ValueError("train_pipeline needs at least one training pair")
-    res, painted = config.resolution, config.paint_resolution
+    res = config.train_resolution
     shape = pairs[0].image.shape
-    if shape[:2] != (painted, painted):
-        raise ValueError(
-            f"training pairs are {shape[1]}x{shape[0]} px; the config needs {painted}"
-            + (f" (Stage II paints at {painted} and publishes {res})" if painted != res else "")
-        )
+    if shape[:2] != (res, res):
+        raise ValueError(f"training pairs are {shape[1]}x{shape[0]} px; the config needs {res}")
     data_fp = fingerprint(pairs)
-    # Stage I, the conditions, the appearance model and the consistency segmenter work at
-    # the published size; a supersampling Stage II learns to paint the pairs as loaded.
-    published = pairs if painted == res else [resized(p, res) for p in pairs]
     if resume is not None:
         _check_resume(resume, config, data_fp)
 
@@ -153,10 +147,10 @@ def train_pipeline(
     )
     s2 = Pix2Pix(
         config.stage2,
-        resolution=painted,
+        resolution=res,
         runtime=runtime,
         init_generator=init_rng,
-        segmenter=consistency_segmenter(published, config, seed=seed, device=dev),
+        segmenter=consistency_segmenter(pairs, config, seed=seed, device=dev),
         vessel_threshold=config.stage1.vessel_threshold,
     )
     start = 0
@@ -169,10 +163,9 @@ def train_pipeline(
     s2.generator.train()
     s2.discriminator.train()
 
-    images, masks, fovs = to_tensor(published)
+    images, masks, fovs = to_tensor(pairs)
     appearance = AppearanceModel.fit(images, fovs) if config.stage2.appearance else None
     images, masks, fovs = images.to(dev), masks.to(dev), fovs.to(dev)
-    paintings = to_tensor(pairs)[0].to(dev) if painted != res else None
     n, batch = images.shape[0], config.batch_size
     grid_z = grid_noise(config, seed)
 
@@ -208,13 +201,7 @@ def train_pipeline(
         else:
             idx = torch.randint(0, n, (batch,), generator=rngs["data"])
         idx = to_device(idx, dev)
-        if paintings is None:
-            img, msk, fov = joint_augment(images[idx], masks[idx], fovs[idx], rngs["data"])
-        else:
-            img, geometry = dihedral_augment(
-                [paintings[idx], torch.cat([masks[idx], fovs[idx]], dim=1)], rngs["data"]
-            )
-            msk, fov = geometry[:, :1], geometry[:, 1:]
+        img, msk, fov = joint_augment(images[idx], masks[idx], fovs[idx], rngs["data"])
         out = {}
         if stage1_steps == 0 or step <= stage1_steps:
             out = s1.step(runtime.tensor(real_geometry(msk, fov)), rngs["stage1"])
@@ -268,7 +255,7 @@ def consistency_segmenter(
     cfg = config.stage2
     if cfg.seg_weight <= 0:
         return None
-    res = config.resolution
+    res = config.train_resolution
     return train_segmenter(
         pairs,
         steps=cfg.seg_steps,

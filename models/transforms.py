@@ -114,15 +114,38 @@ def joint_augment(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Apply one random geometric transform per sample to image, mask and FOV alike.
 
-    Each sample gets a random flip and quarter turn (``dihedral_augment``). These are exact
-    pixel permutations, so masks stay binary and aligned. With `max_angle` > 0 (degrees) a
-    further rotation uniform in [-max_angle, max_angle] is resampled: bilinear for the
-    image, nearest for the masks; corners that come from outside are black / 0.
+    Each sample gets a horizontal flip and a vertical flip with probability 1/2 each and a
+    rotation by k * 90 degrees (k uniform in 0..3; only 0 or 2 for non-square images). These
+    are exact pixel permutations, so masks stay binary and aligned. With `max_angle` > 0
+    (degrees) a further rotation uniform in [-max_angle, max_angle] is resampled: bilinear for
+    the image, nearest for the masks; corners that come from outside are black / 0.
     """
     _check_batch(image, mask, fov)
     n, _, h, w = image.shape
     dev = image.device
-    (x,) = dihedral_augment([torch.cat([image, mask, fov], dim=1)], generator)
+    # The draws stay where the generator made them until used, so deciding which turns to
+    # compute reads no device memory.
+    u = torch.rand(n, 3, generator=generator, device=generator.device)
+    hflip = u[:, 0] < 0.5
+    vflip = u[:, 1] < 0.5
+    ks = (u[:, 2] * 4).floor().long().clamp(max=3)
+    if h != w:
+        # A quarter turn would change the shape of a non-square batch.
+        ks = (ks // 2) * 2
+
+    def per_sample(flags: Tensor) -> Tensor:
+        return to_device(flags, dev).view(n, 1, 1, 1)
+
+    x = torch.cat([image, mask, fov], dim=1)
+    x = torch.where(per_sample(hflip), x.flip(3), x)
+    x = torch.where(per_sample(vflip), x.flip(2), x)
+    rotated = x
+    for k in (1, 2, 3):
+        sel = ks == k
+        if bool(sel.any()):
+            rotated = torch.where(per_sample(sel), torch.rot90(x, k, dims=(2, 3)), rotated)
+    x = rotated
+
     c = image.shape[1]
     img, msk, fv = x[:, :c], x[:, c : c + mask.shape[1]], x[:, c + mask.shape[1] :]
     if max_angle > 0:
@@ -134,45 +157,6 @@ def joint_augment(
         msks = F.grid_sample(msks, grid.to(msks.dtype), mode="nearest", align_corners=False)
         msk, fv = msks[:, : mask.shape[1]], msks[:, mask.shape[1] :]
     return img.contiguous(), msk.contiguous(), fv.contiguous()
-
-
-def dihedral_augment(batches: Sequence[Tensor], generator: torch.Generator) -> list[Tensor]:
-    """The same random flips and quarter turn for sample ``i`` of every batch given.
-
-    Each sample gets a horizontal flip and a vertical flip with probability 1/2 each and a
-    rotation by k * 90 degrees (k uniform in 0..3; only 0 or 2 where a batch is not
-    square). The batches may differ in size: a pair at two resolutions stays aligned.
-    """
-    n = batches[0].shape[0]
-    if any(b.dim() != 4 or b.shape[0] != n for b in batches):
-        raise ValueError(
-            f"batches must be (N, C, H, W) with one N, got {[b.shape for b in batches]}"
-        )
-    dev = batches[0].device
-    # The draws stay where the generator made them until used, so deciding which turns to
-    # compute reads no device memory.
-    u = torch.rand(n, 3, generator=generator, device=generator.device)
-    hflip = u[:, 0] < 0.5
-    vflip = u[:, 1] < 0.5
-    ks = (u[:, 2] * 4).floor().long().clamp(max=3)
-    if any(b.shape[2] != b.shape[3] for b in batches):
-        # A quarter turn would change the shape of a non-square batch.
-        ks = (ks // 2) * 2
-
-    def per_sample(flags: Tensor) -> Tensor:
-        return to_device(flags, dev).view(n, 1, 1, 1)
-
-    out = []
-    for x in batches:
-        x = torch.where(per_sample(hflip), x.flip(3), x)
-        x = torch.where(per_sample(vflip), x.flip(2), x)
-        rotated = x
-        for k in (1, 2, 3):
-            sel = ks == k
-            if bool(sel.any()):
-                rotated = torch.where(per_sample(sel), torch.rot90(x, k, dims=(2, 3)), rotated)
-        out.append(rotated)
-    return out
 
 
 def _rotation_grid(angles: Tensor, h: int, w: int, dtype: torch.dtype) -> Tensor:

@@ -57,12 +57,12 @@ class DiscStage1(nn.Module):
     """A stand-in Stage I whose FOV is a centred disc and whose vessels depend on z, so the
     FOV handling can be checked on a known geometry."""
 
-    def __init__(self) -> None:
+    def __init__(self, size: int = SIZE) -> None:
         super().__init__()
         self.scale = nn.Parameter(torch.ones(()))
-        yy, xx = torch.meshgrid(torch.arange(SIZE), torch.arange(SIZE), indexing="ij")
-        r = ((yy - SIZE / 2) ** 2 + (xx - SIZE / 2) ** 2).sqrt()
-        self.register_buffer("fov", (r < SIZE * 0.4).float() * 2 - 1)
+        yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+        r = ((yy - size / 2) ** 2 + (xx - size / 2) ** 2).sqrt()
+        self.register_buffer("fov", (r < size * 0.4).float() * 2 - 1)
         self.register_buffer("wave", torch.sin(xx / 3.0) * torch.cos(yy / 5.0))
 
     def forward(self, z: Tensor) -> Tensor:

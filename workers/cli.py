@@ -90,8 +90,8 @@ def train(
     config: Annotated[
         str,
         typer.Option(
-            help="Recipe: 'default' (tuned), 'supersampled' (experimental: default, but Stage "
-            "II paints at twice the resolution and averages down; up to 256) or 'paper'."
+            help="Recipe: 'default' (tuned), 'supersampled' (experimental: default, but both "
+            "stages work at twice the resolution and samples are shrunk; up to 256) or 'paper'."
         ),
     ] = "default",
     steps: Annotated[int, typer.Option(min=1, help="Steps; Stage I may stop first.")] = 900,

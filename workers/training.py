@@ -48,7 +48,7 @@ def train_and_register(
     samples_dir: Path | None,
 ) -> int:
     config = named_config(config_name, resolution=resolution)
-    pairs = load_pairs(data, resolution=config.paint_resolution)
+    pairs = load_pairs(data, resolution=config.train_resolution)
     data_fingerprint = fingerprint(pairs)
     run_dir = DEFAULT_VAR / "train" / f"{config_name}-{resolution}-{data_fingerprint[:12]}"
     checkpoint = checkpoint or run_dir / "checkpoint.pt"

@@ -16,7 +16,7 @@ from models.generate import generate, paint_masks, sample_noise_for, sample_seed
 from models.imageio import encode_many, encode_png, encode_thumbnail
 from models.phantom import phantom_pairs
 from models.stage1 import decode_geometry, drawn_vessel_map, vessel_map
-from models.stage2 import condition, drawn_condition_vessels, paint_input
+from models.stage2 import condition, drawn_condition_vessels
 from models.train import TrainedPipeline, train_pipeline
 from tests.tiny import (
     SIZE,
@@ -274,44 +274,48 @@ class CheckerStage2(RecordingStage2):
 
 
 class TestSupersample:
-    """``stage2.supersample``: Stage II paints at twice the size, averaged down."""
+    """A pipeline whose stages work at twice the published size."""
 
     @pytest.fixture
     def checker(self, disc_pipeline: TrainedPipeline) -> Iterator[TrainedPipeline]:
         RecordingStage2.conditions = []
-        # No appearance model: its restyling would move the averaged grey.
-        stage2 = dataclasses.replace(disc_pipeline.config.stage2, supersample=2, appearance=False)
+        # No appearance model: its restyling would move the shrunk grey.
+        stage2 = dataclasses.replace(disc_pipeline.config.stage2, appearance=False)
         yield dataclasses.replace(
             disc_pipeline,
-            config=dataclasses.replace(disc_pipeline.config, stage2=stage2),
+            config=dataclasses.replace(disc_pipeline.config, stage2=stage2, supersample=2),
+            stage1_generator=DiscStage1(2 * SIZE),
             stage2_generator=CheckerStage2(),
             appearance=None,
         )
         RecordingStage2.conditions = []
 
-    def test_stage2_paints_the_condition_scaled_up_and_publishes_the_average(
+    def test_samples_are_painted_at_twice_the_size_and_shrunk_as_photographs_are(
         self, checker: TrainedPipeline
     ) -> None:
         samples = list(generate(checker, count=2, seed=3))
         (cond,) = RecordingStage2.conditions
         cfg = checker.config
-        geometry = DiscStage1()(sample_noise_for(cfg.stage1, 3, range(2))).detach()
+        geometry = DiscStage1(2 * SIZE)(sample_noise_for(cfg.stage1, 3, range(2))).detach()
         cut, fov = decode_geometry(cfg.stage1, geometry)
-        published = condition(cfg.stage2, drawn_condition_vessels(cfg, geometry, cut, fov), fov)
-        assert cond.shape == (2, 2, 2 * SIZE, 2 * SIZE)
-        torch.testing.assert_close(cond, paint_input(cfg.stage2, published))
-        for s in samples:
-            assert s.image.shape == (SIZE, SIZE, 3)
-            # Each published pixel averages two white and two black painted ones: grey.
-            assert set(np.unique(s.image[s.fov == 1])) <= {127, 128}
+        drawn = condition(cfg.stage2, drawn_condition_vessels(cfg, geometry, cut, fov), fov)
+        torch.testing.assert_close(cond, drawn)
+        middle = slice(SIZE // 2 - 8, SIZE // 2 + 8)
+        for s, mask in zip(samples, cut[:, 0], strict=True):
+            assert s.image.shape == (SIZE, SIZE, 3) and s.mask.shape == (SIZE, SIZE)
+            # Lanczos over a one-pixel checkerboard of white and black: grey, exactly.
+            assert (s.image[middle, middle] == 127).all()
             assert (s.image[s.fov == 0] == 0).all()
+            # The mask keeps the vessel fraction it was drawn with.
+            assert s.mask.sum() == round(float(mask.mean()) * SIZE * SIZE)
 
     def test_painting_at_the_published_size_shows_the_checkerboard(
         self, checker: TrainedPipeline
     ) -> None:
-        stage2 = dataclasses.replace(checker.config.stage2, supersample=1)
         plain = dataclasses.replace(
-            checker, config=dataclasses.replace(checker.config, stage2=stage2)
+            checker,
+            config=dataclasses.replace(checker.config, supersample=1),
+            stage1_generator=DiscStage1(),
         )
         s = next(generate(plain, count=1, seed=3))
         assert set(np.unique(s.image[s.fov == 1])) == {0, 255}

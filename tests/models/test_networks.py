@@ -29,12 +29,7 @@ from models.stage1 import (
     soften_vessels,
     vessel_map,
 )
-from models.stage2 import (
-    averaged_down,
-    build_stage2_discriminator,
-    build_stage2_generator,
-    paint_input,
-)
+from models.stage2 import build_stage2_discriminator, build_stage2_generator
 from models.transforms import to_tensor
 
 
@@ -49,22 +44,23 @@ def _no_grad() -> object:
 class TestShapes:
     def test_stage1(self, name: str, resolution: int) -> None:
         cfg = named_config(name, resolution=resolution)
-        g = build_stage1_generator(cfg.stage1, resolution=resolution)
-        d = build_stage1_discriminator(cfg.stage1, resolution=resolution)
+        size = cfg.train_resolution
+        g = build_stage1_generator(cfg.stage1, resolution=size)
+        d = build_stage1_discriminator(cfg.stage1, resolution=size)
         z = torch.rand(2, cfg.stage1.z_dim) * 2 - 1
         x = g(z)
-        assert x.shape == (2, 2, resolution, resolution)
+        assert x.shape == (2, 2, size, size)
         assert x.min() >= -1 and x.max() <= 1
         assert d(x).shape == (2, cfg.stage1.d_scales)  # one logit per image and scale
 
     def test_stage2(self, name: str, resolution: int) -> None:
         cfg = named_config(name, resolution=resolution)
-        c, painted = cfg.stage2.cond_channels, cfg.paint_resolution
-        g = build_stage2_generator(cfg.stage2, resolution=painted)
-        d = build_stage2_discriminator(cfg.stage2, resolution=painted)
-        cond = torch.rand(2, c, painted, painted) * 2 - 1
+        c, size = cfg.stage2.cond_channels, cfg.train_resolution
+        g = build_stage2_generator(cfg.stage2, resolution=size)
+        d = build_stage2_discriminator(cfg.stage2, resolution=size)
+        cond = torch.rand(2, c, size, size) * 2 - 1
         y = g(cond)
-        assert y.shape == (2, 3, painted, painted)
+        assert y.shape == (2, 3, size, size)
         assert y.min() >= -1 and y.max() <= 1
         logits = d(torch.cat([cond, y], dim=1))
         assert logits.shape[:2] == (2, 1) and logits.shape[2] > 1  # a patch grid, not a scalar
@@ -169,26 +165,34 @@ class TestConfig:
         with pytest.raises(ValueError, match="depth"):
             PipelineConfig(name="x", resolution=64, stage2=Stage2Config(depth=7))
 
-    def test_supersampled_is_the_default_with_stage2_painting_at_twice_the_size(self) -> None:
+    def test_supersampled_is_the_default_working_at_twice_the_size(self) -> None:
         default = named_config("default", resolution=128)
         cfg = named_config("supersampled", resolution=128)
-        assert (cfg.resolution, cfg.paint_resolution, default.paint_resolution) == (128, 256, 128)
+        assert (cfg.resolution, cfg.train_resolution, default.train_resolution) == (128, 256, 128)
         assert cfg.stage1 == default.stage1
         # One more level keeps the default's bottleneck, at twice the size.
-        assert cfg.stage2.depth == default.stage2.depth + 1
-        assert dataclasses.replace(cfg.stage2, depth=default.stage2.depth, supersample=1) == (
-            default.stage2
+        assert cfg.stage2 == dataclasses.replace(default.stage2, depth=default.stage2.depth + 1)
+        assert dataclasses.replace(cfg, name="default", supersample=1, stage2=default.stage2) == (
+            default
         )
 
-    def test_supersampling_needs_room_to_paint(self) -> None:
+    def test_supersampling_needs_room(self) -> None:
         with pytest.raises(ValueError, match="at most 256 px, got 512"):
             named_config("supersampled", resolution=512)
-        with pytest.raises(ValueError, match="would paint at 1024 px"):
-            PipelineConfig(name="x", resolution=512, stage2=Stage2Config(depth=8, supersample=2))
-        with pytest.raises(ValueError, match="supersample must be 1 or 2"):
-            Stage2Config(supersample=3)
-        # Depth is checked against the painted size: 7 levels fit 128 px, not 64.
-        PipelineConfig(name="x", resolution=64, stage2=Stage2Config(depth=7, supersample=2))
+        with pytest.raises(ValueError, match="would work at 1024 px"):
+            PipelineConfig(name="x", resolution=512, stage2=Stage2Config(depth=8), supersample=2)
+        with pytest.raises(ValueError, match="supersample must be 1 or 2, got 3"):
+            PipelineConfig(name="x", resolution=64, stage2=Stage2Config(depth=5), supersample=3)
+        # Depth is checked against the training size: 7 levels fit 128 px, not 64.
+        PipelineConfig(name="x", resolution=64, stage2=Stage2Config(depth=7), supersample=2)
+
+    def test_a_retired_stage2_supersample_of_one_still_loads(self) -> None:
+        d = named_config("default", resolution=64).to_dict()
+        d["stage2"]["supersample"] = 1
+        assert PipelineConfig.from_dict(d) == named_config("default", resolution=64)
+        d["stage2"]["supersample"] = 2
+        with pytest.raises(ValueError, match="stage2.supersample .* is retired"):
+            PipelineConfig.from_dict(d)
 
 
 def test_default_stage1_generator_samples_from_its_ema() -> None:
@@ -401,21 +405,3 @@ class TestRuntimeSwitches:
         monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2}, raising=False)
         Runtime.create(torch.device("cpu"), fast=True)
         assert torch.get_num_threads() == 1
-
-
-class TestSupersampling:
-    twice = Stage2Config(depth=2, supersample=2)
-
-    def test_the_condition_is_scaled_up_bilinearly_by_hand(self) -> None:
-        # Output pixel x samples the input at (x + 0.5) / 2 - 0.5: -0.25, 0.25, 0.75, 1.25,
-        # clamped at the edges.
-        cond = torch.tensor([[[[0.0, 4.0]]]])
-        up = paint_input(self.twice, cond)
-        torch.testing.assert_close(up[0, 0], torch.tensor([[0.0, 1.0, 3.0, 4.0]] * 2))
-        assert paint_input(Stage2Config(), cond) is cond
-
-    def test_the_painting_is_averaged_down_by_hand(self) -> None:
-        painting = torch.tensor([[1.0, 3.0, -1.0, -1.0], [5.0, 7.0, -1.0, 1.0]])[None, None]
-        down = averaged_down(self.twice, painting.expand(1, 3, -1, -1))
-        torch.testing.assert_close(down[0, :, 0], torch.tensor([[4.0, -0.5]] * 3))
-        assert averaged_down(Stage2Config(), painting) is painting

@@ -11,12 +11,12 @@ import torch
 
 from models.checkpoint import CheckpointError, load_pipeline, save_pipeline
 from models.config import Stage2Config
-from models.data import FundusPair, resized
+from models.data import FundusPair
 from models.evaluate.segmenter import fov_loss, train_segmenter
 from models.networks import Runtime
 from models.phantom import phantom_pairs
-from models.stage1 import vessel_map
-from models.stage2 import Pix2Pix, condition, condition_vessels
+from models.stage1 import DCGAN, vessel_map
+from models.stage2 import Pix2Pix, condition
 from models.train import TrainProgress, train_pipeline
 from models.transforms import to_tensor
 from tests.tiny import SIZE, assert_same_weights, tiny_config, weights
@@ -29,7 +29,7 @@ def pairs() -> list[FundusPair]:
 
 @pytest.fixture(scope="module")
 def large() -> list[FundusPair]:
-    """Training pairs at twice the tiny size, for a Stage II that paints at twice it."""
+    """Training pairs at twice the tiny size, for a pipeline that works at twice it."""
     return phantom_pairs(4, size=2 * SIZE, seed=1)
 
 
@@ -260,38 +260,37 @@ TURNS = [
 
 
 class TestSupersampled:
-    """A pipeline whose Stage II paints at twice the published size."""
+    """A pipeline whose stages work at twice the published size."""
 
-    def test_stage2_learns_the_loaded_pairs_from_conditions_at_the_published_size(
+    def test_both_stages_learn_the_pairs_as_loaded(
         self, large: list[FundusPair], monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        cfg = tiny_config("supersampled")
-        seen: list[tuple[torch.Tensor, torch.Tensor]] = []
-        step = Pix2Pix.step
+        geometries: list[torch.Tensor] = []
+        pairs_seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+        stage1_step, stage2_step = DCGAN.step, Pix2Pix.step
 
-        def recording(self: Pix2Pix, cond: torch.Tensor, real: torch.Tensor, rng: Any) -> Any:
-            seen.append((cond.clone(), real.clone()))
-            return step(self, cond, real, rng)
+        def stage1(self: DCGAN, real: torch.Tensor, rng: Any) -> Any:
+            geometries.append(real.clone())
+            return stage1_step(self, real, rng)
 
-        monkeypatch.setattr(Pix2Pix, "step", recording)
-        train_pipeline(large, cfg, steps=2, seed=0, device="cpu")
-        fine = to_tensor(large)[0]
-        _, masks, fovs = to_tensor([resized(p, SIZE) for p in large])
-        for cond, real in seen:
-            assert cond.shape[2:] == (SIZE, SIZE) and real.shape[2:] == (2 * SIZE, 2 * SIZE)
-            for c, r in zip(cond, real, strict=True):
-                # The loaded pair the target was turned from, and how; the condition must be
-                # that pair's mask at the published size, turned the same way.
-                (j, turn), *_ = [
-                    (j, t) for j in range(len(large)) for t in TURNS if torch.equal(r, t(fine[j]))
-                ]
-                expected = condition(
-                    cfg.stage2, condition_vessels(cfg, turn(masks[j])[None]), turn(fovs[j])[None]
-                )
-                torch.testing.assert_close(c[None], expected)
+        def stage2(self: Pix2Pix, cond: torch.Tensor, real: torch.Tensor, rng: Any) -> Any:
+            pairs_seen.append((cond.clone(), real.clone()))
+            return stage2_step(self, cond, real, rng)
+
+        monkeypatch.setattr(DCGAN, "step", stage1)
+        monkeypatch.setattr(Pix2Pix, "step", stage2)
+        trained = train_pipeline(large, tiny_config("supersampled"), steps=2, seed=0, device="cpu")
+        assert trained.config.resolution == SIZE
+        assert [g.shape[2:] for g in geometries] == [(2 * SIZE, 2 * SIZE)] * 2
+        images = to_tensor(large)[0]
+        for cond, real in pairs_seen:
+            assert cond.shape[2:] == (2 * SIZE, 2 * SIZE)
+            # Every target is a loaded pair, turned or flipped: nothing was resized.
+            for r in real:
+                assert any(torch.equal(r, t(im)) for im in images for t in TURNS)
 
     def test_refuses_pairs_at_the_published_size(self, pairs: list[FundusPair]) -> None:
-        with pytest.raises(ValueError, match="needs 128 .Stage II paints at 128 and publishes 64"):
+        with pytest.raises(ValueError, match="64x64 px; the config needs 128"):
             train_pipeline(pairs, tiny_config("supersampled"), steps=1, device="cpu")
 
 
@@ -318,9 +317,9 @@ class TestResume:
         cfg = tiny_config(recipe)
         # A lazy R1 penalty every 3 steps: the resumed run must apply it on the same steps.
         # The consistency segmenter is not in the checkpoint: the resume must rebuild it.
-        # Stage I stopping at step 6 must stop there in the resumed run too. A supersampling
-        # Stage II draws its batches at two sizes: they must be drawn alike after a resume.
-        training = large if cfg.paint_resolution != cfg.resolution else pairs
+        # Stage I stopping at step 6 must stop there in the resumed run too. A supersampled
+        # pipeline's checkpoint must rebuild both stages at twice the published size.
+        training = large if cfg.train_resolution != cfg.resolution else pairs
         cfg = dataclasses.replace(
             cfg,
             stage1=dataclasses.replace(

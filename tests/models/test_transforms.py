@@ -3,13 +3,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from models.data import load_pairs
 from models.phantom import phantom_pairs
 from models.transforms import (
     diff_augment,
-    dihedral_augment,
     fill_fov,
     joint_augment,
     largest_region,
@@ -60,23 +58,6 @@ def test_joint_augment_applies_the_same_geometry_to_all_three() -> None:
     # Per-sample transforms: some samples change, and not all in the same way.
     changed = [(a_mask[i] != mask[i]).any().item() for i in range(len(mask))]
     assert any(changed)
-
-
-def test_dihedral_augment_keeps_a_batch_aligned_with_itself_at_twice_the_size() -> None:
-    _, mask, _ = _coded_batch()
-    coded = mask + torch.arange(16.0).view(1, 1, 1, 16) * 2  # no two pixels alike
-    twice = F.interpolate(coded, scale_factor=2, mode="nearest")
-    small, large = dihedral_augment([coded, twice], _gen(4))
-    torch.testing.assert_close(large, F.interpolate(small, scale_factor=2, mode="nearest"))
-    assert not torch.equal(small, coded)
-    # The draws are joint_augment's: the same generator turns a batch the same way.
-    same, _, _ = joint_augment(coded.expand(-1, 3, -1, -1), mask, mask, _gen(4))
-    torch.testing.assert_close(same[:, :1], small)
-
-
-def test_dihedral_augment_refuses_batches_of_different_counts() -> None:
-    with pytest.raises(ValueError, match="one N"):
-        dihedral_augment([torch.zeros(2, 1, 4, 4), torch.zeros(3, 1, 8, 8)], _gen())
 
 
 def test_joint_augment_is_reproducible() -> None:
