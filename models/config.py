@@ -237,7 +237,15 @@ def named_config(name: str, *, resolution: int) -> PipelineConfig:
             f"got {resolution!r}"
         )
     if name == "supersampled":
-        # MEASUREMENT PENDING
+        # Not the default: one Stage I of two collapsed at 256. Trained at 256 (Stage I 2,000
+        # steps, Stage II 250) and shrunk to 128, seed 3's pipeline scored synthetic-only F1
+        # 0.739 (AUC 0.948) against 0.713 (0.935) for the default's Stage II after the same
+        # 250 steps, but seed 2's Stage I drew one dense mesh for every noise (vessel fraction
+        # 0.272, real 0.125) and scored 0.677 against 0.709 (DRIVE 128 px, TSTR 4,000 steps,
+        # Intel Xeon; docs/drive.md, "Both stages at twice the size"). It trains at an eighth
+        # of the default's images/s. Stage II alone at 256, fed Stage I's 128 px map scaled
+        # up, had scored 0.691 and 0.709: its condition was a blur ("A pipeline that paints
+        # at twice its size").
         base = named_config("default", resolution=resolution)
         deeper = dataclasses.replace(base.stage2, depth=base.stage2.depth + 1)
         return dataclasses.replace(base, name="supersampled", supersample=2, stage2=deeper)
@@ -459,9 +467,9 @@ def named_config(name: str, *, resolution: int) -> PipelineConfig:
 
 
 def _retire_stage2_supersample(values: Any) -> Any:
-    """Configs saved between 2026-12-06 and the pipeline-wide ``supersample`` carry a
-    ``stage2.supersample``: 1 changes nothing, and a Stage II that painted at twice the
-    size from a Stage I drawing at the published size has no network to load into now."""
+    """Configs saved while Stage II alone could supersample carry ``stage2.supersample``:
+    1 changes nothing, and a Stage II that painted at twice the size of its Stage I has no
+    pipeline to load into now."""
     if not isinstance(values, dict) or "supersample" not in values:
         return values
     rest = {k: v for k, v in values.items() if k != "supersample"}
