@@ -155,7 +155,7 @@ def published(config: PipelineConfig, drawn: FundusPair) -> FundusPair:
     if config.supersample == 1:
         return drawn
     small = resized(drawn, config.resolution)
-    image = np.where(small.fov[..., None] > 0, small.image, 0).astype(np.uint8)
+    image = np.where(small.fov[..., None] > 0, small.image, 0)
     return dataclasses.replace(small, image=image)
 
 
