@@ -13,7 +13,8 @@ Used by the evaluation Celery task and the CLI; both store each `Metric` as a `m
   summary as value, the real training split's in details with histograms and W1.
 - ``tstr_<score>_<arm>`` for score in ``scores.SCORE_NAMES`` (f1, auc, accuracy,
   sensitivity, specificity, stray_rate) and arm in real, synthetic, mixed (real + synthetic,
-  half of each batch; mean over seeds; std and per-seed in details), ``tstr_f1_ratio``,
+  half of each batch, each half with its own batch norms; mean over seeds; std and per-seed
+  in details), ``tstr_f1_ratio``,
   and ``tstr_<score>_second_observer`` when a second observer is given.
 - ``seg_fid``, ``seg_kid``: synthetic vs real test images in the real-trained segmenter's
   feature space (baseline: real training vs real test, in details).

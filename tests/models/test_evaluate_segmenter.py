@@ -1,8 +1,12 @@
+import copy
+
 import numpy as np
 import pytest
 import torch
 
+from models.data import FundusPair
 from models.evaluate.segmenter import (
+    GroupBatchNorm,
     UNet,
     _random_batch,
     encoder_features,
@@ -29,6 +33,8 @@ class TestUNet:
     def test_bad_config(self) -> None:
         with pytest.raises(ValueError):
             UNet(levels=0)
+        with pytest.raises(ValueError):
+            UNet(norm_groups=0)
 
 
 class TestLoss:
@@ -61,6 +67,64 @@ class TestBatches:
     def test_group_labels_must_match_pairs(self, pairs) -> None:
         with pytest.raises(ValueError, match="group labels"):
             train_segmenter(pairs, steps=1, crop=16, levels=2, base=4, groups=["real"])
+        with pytest.raises(ValueError, match="below the 2 groups"):
+            labels = ["real", "synthetic", "real"]
+            train_segmenter(pairs, steps=1, batch_size=1, crop=16, levels=2, base=4, groups=labels)
+
+
+def _flat_pairs(value: int, count: int) -> list[FundusPair]:
+    mask = np.zeros((32, 32), dtype=np.uint8)
+    mask[8:24, 15:17] = 1
+    return [
+        FundusPair(
+            name=f"flat-{value}-{i}",
+            image=np.full((32, 32, 3), value, dtype=np.uint8),
+            mask=mask,
+            fov=np.ones((32, 32), dtype=np.uint8),
+        )
+        for i in range(count)
+    ]
+
+
+@pytest.fixture(scope="module")
+def two_group_model() -> UNet:
+    # Black "real" images and white "synthetic" ones: every patch of a group is the same.
+    real, synthetic = _flat_pairs(0, 2), _flat_pairs(255, 3)
+    labels = ["real"] * 2 + ["synthetic"] * 3
+    return train_segmenter(
+        real + synthetic, steps=1, batch_size=4, crop=16, levels=2, base=4, seed=5, groups=labels
+    )
+
+
+class TestGroupNorms:
+    def test_each_group_keeps_its_own_statistics(self, two_group_model) -> None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(5)
+            first_conv = UNet(levels=2, base=4, norm_groups=2).down[0][0]
+
+        def after_one_step(value: float) -> torch.Tensor:
+            # BatchNorm2d's running mean after one batch of 2 patches (momentum 0.1).
+            with torch.no_grad():
+                return 0.1 * first_conv(torch.full((2, 3, 16, 16), value)).mean(dim=(0, 2, 3))
+
+        real_norm, synthetic_norm = two_group_model.down[0][1].norms
+        assert torch.allclose(real_norm.running_mean, after_one_step(-1.0), atol=1e-6)
+        assert torch.allclose(synthetic_norm.running_mean, after_one_step(1.0), atol=1e-6)
+        assert not torch.allclose(real_norm.running_mean, synthetic_norm.running_mean)
+
+    def test_the_first_groups_norms_read_new_images(self, two_group_model) -> None:
+        model = copy.deepcopy(two_group_model)  # the fixture is shared: spoil a copy
+        x = torch.randn(1, 3, 16, 16)
+        with torch.no_grad():
+            before = model(x)
+            group_norms = [m for m in model.modules() if isinstance(m, GroupBatchNorm)]
+            assert len(group_norms) == 2 * 5  # two per block, 2 down + bottleneck + 2 up
+            for m in group_norms:
+                m.norms[1].running_mean.fill_(100.0)
+            assert torch.equal(model(x), before)
+            for m in group_norms:
+                m.norms[0].running_mean.fill_(100.0)
+            assert not torch.allclose(model(x), before)
 
 
 class TestTrainAndPredict:
