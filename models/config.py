@@ -237,19 +237,18 @@ def named_config(name: str, *, resolution: int) -> PipelineConfig:
             f"got {resolution!r}"
         )
     if name == "supersampled":
-        # Not the default: one Stage I of two ended in a dense mesh at 256. Trained at 256
-        # (Stage I 2,000 steps, Stage II 250) and shrunk to 128, seed 3's pipeline scored
-        # synthetic-only F1 0.739 (AUC 0.948) against 0.713 (0.935) for the default's Stage
-        # II after the same 250 steps, but seed 2's Stage I drew one dense mesh for every
-        # noise (vessel fraction 0.272, real 0.125) and scored 0.677 against 0.709 (DRIVE
-        # 128 px, TSTR 4,000 steps, Intel Xeon; docs/drive.md, "Both stages at twice the
-        # size"). On an AMD EPYC the same Stage I drew that mesh at 1,000 to 1,250 steps and
-        # was out of it by 2,000 (0.098): a dense phase, and which side of it the last step
-        # falls on depends on the machine. A discriminator at a third scale (64 px) did not
-        # change where it ended (docs/drive.md, "Stage I at 256: a dense phase, not a
-        # collapse"). It trains at an eighth of the default's images/s. Stage II alone at
-        # 256, fed Stage I's 128 px map scaled up, had scored 0.691 and 0.709: its condition
-        # was a blur ("A pipeline that paints at twice its size").
+        # Not the default yet. Trained at 256 (Stage I 2,000 steps, Stage II 250) and shrunk
+        # to 128, seed 3's pipeline scored synthetic-only F1 0.740 against 0.722 for the
+        # default of the same seed on the same AMD EPYC model, and 0.739 on an Intel Xeon
+        # (DRIVE 128 px, TSTR 4,000 steps; docs/drive.md, "Both stages at 256 beside the
+        # default, on one machine"). But Stage I at 256 swings between snapshots: seed 2's
+        # drew one dense mesh for every noise at 1,000 to 1,250 steps and ended in it on a
+        # Xeon (vessel fraction 0.272, F1 0.677) but out of it on an AMD EPYC (0.098, F1
+        # 0.735; "Stage I at 256: a dense phase, not a collapse"), and seed 3's snapshot 250
+        # steps before its last scored 0.714. A discriminator at a third scale (64 px) did
+        # not change where seed 2's ended. It trains at an eighth of the default's images/s. Stage II
+        # alone at 256, fed Stage I's 128 px map scaled up, had scored 0.691 and 0.709: its
+        # condition was a blur ("A pipeline that paints at twice its size").
         base = named_config("default", resolution=resolution)
         deeper = dataclasses.replace(base.stage2, depth=base.stage2.depth + 1)
         return dataclasses.replace(base, name="supersampled", supersample=2, stage2=deeper)
