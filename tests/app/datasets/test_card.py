@@ -21,7 +21,8 @@ def test_names_length_seeds_and_data() -> None:
     assert tstr_protocol(metrics) == (
         "Each segmenter trained for 4,000 steps; mean ± std over 2 seeds; trained on 64 "
         "synthetic pairs or 20 real pairs; tested on 20 real images. Segmenters trained too "
-        "briefly make synthetic data look closer to real than it is."
+        "briefly make synthetic data look closer to real than it is, and the figures move "
+        "with how many synthetic pairs they train on: compare datasets of the same size."
     )
 
 
