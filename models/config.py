@@ -246,9 +246,9 @@ def named_config(name: str, *, resolution: int) -> PipelineConfig:
         # Xeon (vessel fraction 0.272, F1 0.677) but out of it on an AMD EPYC (0.098, F1
         # 0.735; "Stage I at 256: a dense phase, not a collapse"), and seed 3's snapshot 250
         # steps before its last scored 0.714. A discriminator at a third scale (64 px) did
-        # not change where seed 2's ended. It trains at an eighth of the default's images/s. Stage II
-        # alone at 256, fed Stage I's 128 px map scaled up, had scored 0.691 and 0.709: its
-        # condition was a blur ("A pipeline that paints at twice its size").
+        # not change where seed 2's ended. It trains at an eighth of the default's images/s.
+        # Stage II alone at 256, fed Stage I's 128 px map scaled up, had scored 0.691 and
+        # 0.709: its condition was a blur ("A pipeline that paints at twice its size").
         base = named_config("default", resolution=resolution)
         deeper = dataclasses.replace(base.stage2, depth=base.stage2.depth + 1)
         return dataclasses.replace(base, name="supersampled", supersample=2, stage2=deeper)
