@@ -44,6 +44,7 @@ METRIC_LABELS = {
     "vessel_orientation": "Vessel edges near an image axis (fraction; real DRIVE: 0.22)",
     "vessel_pieces": "Vessel pieces per mask (8-connected)",
     "vessel_connected_share": "Vessel pixels in pieces of 20 px or more (share)",
+    "vessel_sample_overlap": "Vessel overlap between two samples (Dice; real DRIVE: 0.15)",
 }
 STAT_LABELS = {
     "vessel_fraction": "Vessel fraction",

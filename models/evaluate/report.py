@@ -11,6 +11,8 @@ Used by the evaluation Celery task and the CLI; both store each `Metric` as a `m
 - ``vessel_fraction``, ``vessel_width``, ``vessel_branch_points``, ``vessel_pieces``,
   ``vessel_connected_share``, ``vessel_tortuosity``, ``vessel_orientation``: synthetic
   summary as value, the real training split's in details with histograms and W1.
+  ``vessel_sample_overlap``: the mean Dice between two synthetic masks, the real training
+  split's in details with both distributions.
 - ``tstr_<score>_<arm>`` for score in ``scores.SCORE_NAMES`` (f1, auc, accuracy,
   sensitivity, specificity, stray_rate) and arm in real, synthetic, mixed (real + synthetic,
   half of each batch, each half with its own batch norms; mean over seeds; std and per-seed
@@ -40,7 +42,13 @@ from models.evaluate.kl import kl_report
 from models.evaluate.memorisation import MemorisationRule, audit
 from models.evaluate.segmenter import PairLike
 from models.evaluate.tstr import ARM_LABELS, ARMS, run_tstr
-from models.evaluate.vessels import AXIS_BAND, compare_vessel_stats, vessel_stats
+from models.evaluate.vessels import (
+    AXIS_BAND,
+    OVERLAP_SAMPLES,
+    compare_vessel_stats,
+    sample_overlap,
+    vessel_stats,
+)
 
 ProgressFn = Callable[[float, str], None]
 
@@ -130,7 +138,30 @@ def _vessel_metrics(real: Sequence[PairLike], synthetic: Sequence[PairLike]) -> 
             "edge angle off axis (°)",
             {"axis_band_degrees": AXIS_BAND},
         ),
+        _overlap_metric(real, synthetic),
     ]
+
+
+def _overlap_metric(real: Sequence[PairLike], synthetic: Sequence[PairLike]) -> Metric:
+    syn = sample_overlap([p.mask for p in synthetic]).tolist()
+    ref = sample_overlap([p.mask for p in real]).tolist()
+    spread = {"synthetic": _quartiles(syn), "real": _quartiles(ref)}
+    return Metric(
+        "vessel_sample_overlap",
+        float(np.mean(syn)) if syn else None,
+        {
+            "real": float(np.mean(ref)) if ref else None,
+            "pairs": len(syn),
+            "real_pairs": len(ref),
+            "samples_compared": min(len(synthetic), OVERLAP_SAMPLES),
+            "plot": {
+                "kind": "distribution",
+                "title": "Vessel overlap between two masks of a set",
+                "x_label": "mask Dice",
+                "series": {k: v for k, v in spread.items() if v is not None},
+            },
+        },
+    )
 
 
 def evaluate_dataset(

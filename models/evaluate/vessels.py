@@ -31,6 +31,11 @@ Definitions (all on the mask restricted to the FOV, pixels as unit squares):
   uniformly random angles give AXIS_BAND / 45 = 0.22. Generators that build images from
   square kernels and nearest-neighbour upsampling can draw mazes of horizontal and vertical
   ridges, which this measures and the other statistics miss.
+- **overlap between samples**: the Dice of two masks of the same set (pairs where both are
+  empty are left out). Every statistic above can match the real masks while a generator
+  draws one layout for every noise; this sees it. DRIVE's training masks at 128 px: a
+  mean of 0.15 (0.07 to 0.28); 64 published masks of a Stage I that drew one dense mesh
+  for every noise: 0.81.
 """
 
 from __future__ import annotations
@@ -52,6 +57,9 @@ MIN_PIECE = 20  # pixels; app/pages/views.py names it in a label
 # Blurred edges weaker than this (a sharp unit step blurred by sigma 1.5 peaks at 0.27) are
 # the faint tails of an edge, not edges.
 EDGE_MIN_GRADIENT = 0.05
+# Masks compared two by two: the first this many (32,640 pairs), so a large dataset costs
+# what a small one does.
+OVERLAP_SAMPLES = 256
 
 
 def _ring(img: np.ndarray) -> np.ndarray:
@@ -334,3 +342,23 @@ def compare_vessel_stats(real: dict[str, Any], synthetic: dict[str, Any]) -> dic
             for key in ("width", "tortuosity", "orientation")
         },
     }
+
+
+def sample_overlap(masks: Sequence[np.ndarray], *, limit: int = OVERLAP_SAMPLES) -> np.ndarray:
+    """Dice of every two of the first ``limit`` masks (all the same shape), one value per
+    pair in which either mask has a vessel."""
+    if limit < 2:
+        raise ValueError(f"limit must be at least 2, got {limit}")
+    kept = [np.asarray(m) for m in masks[:limit]]
+    if len({m.shape for m in kept}) > 1:
+        raise ValueError("masks compared for overlap must share one shape")
+    if len(kept) < 2:
+        return np.zeros(0)
+    # float32 counts exactly up to 2**24 pixels per mask (4,096 px square).
+    flat = np.stack([m.reshape(-1) > 0 for m in kept]).astype(np.float32)
+    shared = flat @ flat.T
+    sizes = flat.sum(axis=1)
+    rows, cols = np.triu_indices(len(kept), k=1)
+    total = sizes[rows] + sizes[cols]
+    drawn = total > 0
+    return (2 * shared[rows, cols][drawn] / total[drawn]).astype(np.float64)

@@ -63,6 +63,7 @@ class TestEvaluateDataset:
             "vessel_connected_share",
             "vessel_tortuosity",
             "vessel_orientation",
+            "vessel_sample_overlap",
             "tstr_f1_real",
             "tstr_f1_synthetic",
             "tstr_f1_mixed",
@@ -124,6 +125,24 @@ def test_without_tstr_gives_audit_kl_vessels_and_plots() -> None:
     )
     assert not any(p.name in public for p in train)
     assert text  # every detail is JSON-serialisable
+
+
+def test_sample_overlap_sees_one_layout_drawn_for_every_sample() -> None:
+    train = phantom_pairs(6, size=64, seed=0)
+    test = phantom_pairs(4, size=64, seed=1)
+    varied = phantom_pairs(4, size=64, seed=2)
+    for synthetic, expected in ((varied, None), ([varied[0]] * 4, 1.0)):
+        metrics = evaluate_dataset(train, test, synthetic, tstr_steps=0, device="cpu")
+        overlap = {m.name: m for m in metrics}["vessel_sample_overlap"]
+        assert overlap.details["pairs"] == 6 and overlap.details["real_pairs"] == 15
+        assert 0.0 < overlap.details["real"] < 0.5
+        if expected is None:
+            assert 0.0 < overlap.value < 0.5
+        else:
+            assert overlap.value == expected
+        plot = overlap.details["plot"]
+        assert plot["kind"] == "distribution"
+        assert plot["series"]["real"]["mean"] == pytest.approx(overlap.details["real"])
 
 
 def test_with_tstr_adds_the_f1_bars() -> None:

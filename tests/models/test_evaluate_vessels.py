@@ -7,6 +7,7 @@ from models.evaluate.vessels import (
     edge_orientations,
     histogram_w1,
     mask_stats,
+    sample_overlap,
     skeletonize,
     vessel_stats,
 )
@@ -156,3 +157,35 @@ class TestVesselStats:
         a = {"edges": [0.0, 1.0, 2.0, 3.0], "density": [1.0, 0.0, 0.0]}
         b = {"edges": [0.0, 1.0, 2.0, 3.0], "density": [0.0, 0.0, 1.0]}
         assert histogram_w1(a, b) == 2.0
+
+
+class TestSampleOverlap:
+    def test_dice_of_every_pair(self) -> None:
+        a = np.zeros((4, 4), np.uint8)
+        a[0, :] = 1  # 4 px
+        b = np.zeros((4, 4), np.uint8)
+        b[0, :2] = 1  # 2 px, both in a
+        c = np.zeros((4, 4), np.uint8)
+        c[3, 3] = 1  # 1 px, in neither
+        # Pairs in order (a, b), (a, c), (b, c).
+        assert sample_overlap([a, b, c]).tolist() == pytest.approx([2 * 2 / 6, 0.0, 0.0])
+
+    def test_one_layout_for_every_sample_scores_one(self) -> None:
+        assert sample_overlap([_tee()] * 5).tolist() == [1.0] * 10
+
+    def test_pairs_of_empty_masks_are_left_out(self) -> None:
+        empty = np.zeros((40, 60), np.uint8)
+        assert sample_overlap([empty, empty, _line()]).tolist() == [0.0, 0.0]
+        assert sample_overlap([empty, empty]).size == 0
+
+    def test_compares_the_first_limit_masks(self) -> None:
+        masks = [_line(), _line(), _tee()]
+        assert sample_overlap(masks, limit=2).tolist() == [1.0]
+        assert sample_overlap(masks).size == 3
+        assert sample_overlap(masks[:1]).size == 0
+
+    def test_rejects_masks_of_two_shapes_and_a_limit_below_two(self) -> None:
+        with pytest.raises(ValueError, match="one shape"):
+            sample_overlap([_line(), _arc()])
+        with pytest.raises(ValueError, match="at least 2"):
+            sample_overlap([_line(), _line()], limit=1)
