@@ -59,6 +59,10 @@ class Stage1Config:
     # Decay of an exponential moving average of the generator's weights, which is what
     # eval mode (generation, sample grids) runs; 0 disables it.
     ema: float = 0.0
+    # When Stage I stops, the EMA generator's batch-norm statistics are pooled over this many
+    # noise draws (BigGAN's standing statistics) instead of copied from the live network;
+    # 0 keeps the live network's.
+    standing_stats: int = 0
     # Spectral normalisation on every discriminator layer, in place of its batch norm.
     d_spectral_norm: bool = False
     # Std in pixels of a Gaussian blur on real vessel masks before the discriminator sees
@@ -99,6 +103,11 @@ class Stage1Config:
         _check(self.r1_gamma >= 0 and self.r1_every >= 1, "stage1 R1 settings are invalid")
         _check(self.instance_noise >= 0, "stage1.instance_noise must be >= 0")
         _check(0.0 <= self.ema < 1.0, "stage1.ema must be in [0, 1)")
+        _check(self.standing_stats >= 0, "stage1.standing_stats must be >= 0")
+        _check(
+            self.standing_stats == 0 or self.ema > 0,
+            "stage1.standing_stats needs an EMA generator (stage1.ema > 0)",
+        )
         _check(self.soft_sigma >= 0, "stage1.soft_sigma must be >= 0")
         _check(self.soft_gain >= 1, "stage1.soft_gain must be >= 1")
         _check(-1 < self.vessel_threshold < 1, "stage1.vessel_threshold must be in (-1, 1)")

@@ -297,6 +297,25 @@ class EMAGenerator(nn.Module):
         for e, b in zip(self.ema.buffers(), self.net.buffers(), strict=True):
             e.copy_(b)
 
+    @torch.no_grad()
+    def settle_statistics(self, noise: Iterable[Tensor]) -> None:
+        """Give the average batch-norm statistics of its own, pooled over the ``noise``
+        batches (BigGAN's standing statistics), in place of the live network's that
+        ``update`` copies: the live statistics follow weights the average has not caught up
+        with. The next ``update`` copies the live ones back."""
+        norms = [m for m in self.ema.modules() if isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d)]
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over all the batches
+        was_training = self.ema.training
+        self.ema.train()
+        for z in noise:
+            self.ema(z)
+        self.ema.train(was_training)
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+
 
 def upsampling(
     c_in: int, c_out: int, *, mode: Upsample, kernel: int, bias: bool

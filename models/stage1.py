@@ -194,6 +194,17 @@ class DCGAN(AdversarialPair):
         with self.runtime.autocast():
             return self._d(self._augment(x, rng)).float()
 
+    def settle(self, rng: torch.Generator) -> None:
+        """After Stage I's last step: the EMA generator's batch-norm statistics from
+        ``cfg.standing_stats`` noise draws, batches of 32 (nothing when that is 0)."""
+        total = self.cfg.standing_stats
+        if total == 0 or not isinstance(self.generator, EMAGenerator):
+            return
+        sizes = [min(32, total - first) for first in range(0, total, 32)]
+        noise = (self.runtime.tensor(sample_noise(self.cfg, n, rng)) for n in sizes)
+        with self.runtime.autocast():
+            self.generator.settle_statistics(noise)
+
     def step(self, real: Tensor, rng: torch.Generator) -> dict[str, Tensor]:
         """One discriminator step, then ``g_steps_per_d`` generator steps (the paper uses 2:
         a DCGAN discriminator on few images otherwise wins too quickly)."""

@@ -205,6 +205,9 @@ def train_pipeline(
         out = {}
         if stage1_steps == 0 or step <= stage1_steps:
             out = s1.step(runtime.tensor(real_geometry(msk, fov)), rngs["stage1"])
+            if step == min(steps, stage1_steps or steps):
+                # Its own stream, so the training streams (and a resume) are untouched.
+                s1.settle(torch.Generator().manual_seed(derive_seed(seed, "standing")))
         out |= s2.step(
             runtime.tensor(condition(config.stage2, condition_vessels(config, msk), fov)),
             runtime.tensor(img),

@@ -172,9 +172,19 @@ class TestConfig:
         assert cfg.stage1 == default.stage1
         # One more level keeps the default's bottleneck, at twice the size.
         assert cfg.stage2 == dataclasses.replace(default.stage2, depth=default.stage2.depth + 1)
-        assert dataclasses.replace(cfg, name="default", supersample=1, stage2=default.stage2) == (
-            default
+        assert (
+            dataclasses.replace(
+                cfg, name="default", supersample=1, stage1=default.stage1, stage2=default.stage2
+            )
+            == default
         )
+
+    def test_standing_statistics_need_an_ema_generator(self) -> None:
+        with pytest.raises(ValueError, match="needs an EMA generator"):
+            Stage1Config(ema=0.0, standing_stats=64)
+        with pytest.raises(ValueError, match="standing_stats must be >= 0"):
+            Stage1Config(ema=0.995, standing_stats=-1)
+        assert Stage1Config(ema=0.995, standing_stats=64).standing_stats == 64
 
     def test_supersampling_needs_room(self) -> None:
         with pytest.raises(ValueError, match="at most 256 px, got 512"):
@@ -211,6 +221,30 @@ def test_default_stage1_generator_samples_from_its_ema() -> None:
     g.eval()
     assert torch.equal(g(z), g.ema.eval()(z))
     assert named_config("paper", resolution=64).stage1.ema == 0
+
+
+def test_settled_statistics_are_the_averages_own() -> None:
+    torch.manual_seed(0)
+    g = EMAGenerator(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4)), 0.9)
+    with torch.no_grad():
+        g.net[0].weight.add_(1.0)
+        g.net[1].running_mean.fill_(5.0)
+    g.update()
+    assert torch.equal(g.ema[1].running_mean, torch.full((4,), 5.0))
+    params = [p.clone() for p in g.ema.parameters()]
+    batches = [torch.randn(6, 3), torch.randn(6, 3)]
+    g.eval()
+    g.settle_statistics(iter(batches))
+    hidden = [g.ema[0](z).detach() for z in batches]
+    # Pooled over both batches (equal sizes): the mean of all rows, the mean of the
+    # batches' unbiased variances.
+    assert torch.allclose(g.ema[1].running_mean, torch.cat(hidden).mean(0), atol=1e-6)
+    variances = torch.stack([h.var(0) for h in hidden]).mean(0)
+    assert torch.allclose(g.ema[1].running_var, variances, atol=1e-5)
+    assert all(torch.equal(a, b) for a, b in zip(params, g.ema.parameters(), strict=True))
+    assert not g.ema.training and g.ema[1].momentum == 0.1
+    g.update()
+    assert torch.equal(g.ema[1].running_mean, torch.full((4,), 5.0))
 
 
 class TestSpectralNorm:

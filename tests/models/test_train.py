@@ -238,6 +238,26 @@ class TestTraining:
             assert r.losses["stage2_l1"] != reports[1].losses["stage2_l1"]
         assert run.losses["stage1_g"] == reports[1].losses["stage1_g"]
 
+    def test_standing_statistics_settle_only_the_averages_batch_norms(
+        self, pairs: list[FundusPair]
+    ) -> None:
+        cfg = tiny_config()
+        live = dataclasses.replace(cfg, stage1=dataclasses.replace(cfg.stage1, standing_stats=0))
+        standing = dataclasses.replace(
+            cfg, stage1=dataclasses.replace(cfg.stage1, standing_stats=40)
+        )
+        a, b = (train_pipeline(pairs, c, steps=3, seed=4, device="cpu") for c in (live, standing))
+        ema_buffers = a.stage1_generator.ema.named_buffers()
+        settled = {f"stage1_generator.ema.{name}" for name, _ in ema_buffers}
+        assert settled
+        for k, v in weights(b).items():
+            # Its own noise stream: everything else trained as without it.
+            assert torch.equal(v, weights(a)[k]) is (k not in settled), k
+        for run, copied in ((a, True), (b, False)):
+            g = run.stage1_generator
+            pairs_of_buffers = zip(g.ema.buffers(), g.net.buffers(), strict=True)
+            assert all(torch.equal(e, n) for e, n in pairs_of_buffers) is copied
+
     def test_paper_config_trains(self, pairs: list[FundusPair]) -> None:
         cfg = tiny_config("paper")
         p = train_pipeline(pairs, cfg, steps=2, device="cpu")
