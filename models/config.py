@@ -250,17 +250,22 @@ def named_config(name: str, *, resolution: int) -> PipelineConfig:
         # to 128, seed 3's pipeline scored synthetic-only F1 0.740 against 0.722 for the
         # default of the same seed on the same AMD EPYC model, and 0.739 on an Intel Xeon
         # (DRIVE 128 px, TSTR 4,000 steps; docs/drive.md, "Both stages at 256 beside the
-        # default, on one machine"). But Stage I at 256 swings between snapshots: seed 2's
-        # drew one dense mesh for every noise at 1,000 to 1,250 steps and ended in it on a
-        # Xeon (vessel fraction 0.272, F1 0.677) but out of it on an AMD EPYC (0.098, F1
-        # 0.735; "Stage I at 256: a dense phase, not a collapse"), and seed 3's snapshot 250
-        # steps before its last scored 0.714. A discriminator at a third scale (64 px) did
-        # not change where seed 2's ended. It trains at an eighth of the default's images/s.
+        # default, on one machine"). It trains at an eighth of the default's images/s.
         # Stage II alone at 256, fed Stage I's 128 px map scaled up, had scored 0.691 and
         # 0.709: its condition was a blur ("A pipeline that paints at twice its size").
         base = named_config("default", resolution=resolution)
+        # Stage I at 256 swings between snapshots: seed 2's drew one dense mesh for every
+        # noise at its 2,000th step on two Intel Xeons (vessel fraction 0.272, F1 0.677 and
+        # 0.669) and not on an AMD EPYC (0.098, F1 0.735). The mesh was the live network's
+        # batch statistics, which the EMA generator copies: with statistics of its own
+        # (standing statistics), the same weights drew 0.146 and scored 0.742, where seed 3's
+        # Stage I, which had not meshed, went from 0.752 to 0.746 (Intel Xeon; "Stage I at
+        # 256: the EMA's own batch statistics"). At 128 px they changed nothing measurable.
+        settled = dataclasses.replace(base.stage1, standing_stats=512)
         deeper = dataclasses.replace(base.stage2, depth=base.stage2.depth + 1)
-        return dataclasses.replace(base, name="supersampled", supersample=2, stage2=deeper)
+        return dataclasses.replace(
+            base, name="supersampled", supersample=2, stage1=settled, stage2=deeper
+        )
     # 8 downsamplings at 512 px leave a 2x2 bottleneck; keep that bottleneck at every size.
     depth = resolution.bit_length() - 2
     if name == "paper":
