@@ -189,7 +189,8 @@ def train_pipeline(
             appearance=appearance,
         )
 
-    stage1_steps = config.stage1.train_steps
+    # Stage I's last step in this run: it may stop before the run does (0: it never does).
+    stage1_last = min(steps, config.stage1.train_steps or steps)
     sums: dict[str, Tensor] = {}
     counts: dict[str, int] = {}
     since, t0 = 0, time.perf_counter()
@@ -203,9 +204,9 @@ def train_pipeline(
         idx = to_device(idx, dev)
         img, msk, fov = joint_augment(images[idx], masks[idx], fovs[idx], rngs["data"])
         out = {}
-        if stage1_steps == 0 or step <= stage1_steps:
+        if step <= stage1_last:
             out = s1.step(runtime.tensor(real_geometry(msk, fov)), rngs["stage1"])
-            if step == min(steps, stage1_steps or steps):
+            if step == stage1_last:
                 # Its own stream, so the training streams (and a resume) are untouched.
                 s1.settle(torch.Generator().manual_seed(derive_seed(seed, "standing")))
         out |= s2.step(
