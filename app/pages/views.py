@@ -41,10 +41,10 @@ METRIC_LABELS = {
     "inception_fid": "Inception-FID, synthetic vs real test",
     "inception_kid": "Inception-KID, synthetic vs real test",
     "memorisation_min_distance": "Memorisation audit: closest training distance",
-    "vessel_orientation": "Vessel edges near an image axis (fraction; real DRIVE: 0.22)",
+    "vessel_orientation": "Vessel edges near an image axis (fraction)",
     "vessel_pieces": "Vessel pieces per mask (8-connected)",
     "vessel_connected_share": "Vessel pixels in pieces of 20 px or more (share)",
-    "vessel_sample_overlap": "Vessel overlap between two samples (Dice; real DRIVE: 0.15)",
+    "vessel_sample_overlap": "Vessel overlap between two samples (Dice)",
 }
 STAT_LABELS = {
     "vessel_fraction": "Vessel fraction",
@@ -158,7 +158,17 @@ class MetricRow:
     label: str
     value: str
     spread: str
+    real: str
     plots: list[Markup]
+
+
+def real_figure(details: dict[str, Any]) -> float | None:
+    """The same figure of the real training split, where the metric records one: ``real``
+    itself, or for a distribution its summary named by ``statistic``."""
+    real, statistic = details.get("real"), details.get("statistic")
+    if isinstance(real, dict):
+        real = real.get(statistic) if isinstance(statistic, str) else None
+    return float(real) if isinstance(real, int | float) and not isinstance(real, bool) else None
 
 
 def metric_rows(metrics: list[Metric]) -> list[MetricRow]:
@@ -172,12 +182,14 @@ def metric_rows(metrics: list[Metric]) -> list[MetricRow]:
         std = details.get("std")
         spread = f"± {fmt_value(float(std))}" if isinstance(std, int | float) and std else ""
         label = metric_label(metric.name)
+        real = real_figure(details)
         rows.append(
             MetricRow(
                 name=metric.name,
                 label=label,
                 value=fmt_value(metric.value),
                 spread=spread,
+                real="" if real is None else fmt_value(real),
                 plots=metric_plots(details, label=label),
             )
         )

@@ -10,7 +10,8 @@ Used by the evaluation Celery task and the CLI; both store each `Metric` as a `m
   per channel, histograms for plotting); the real set is the real training split.
 - ``vessel_fraction``, ``vessel_width``, ``vessel_branch_points``, ``vessel_pieces``,
   ``vessel_connected_share``, ``vessel_tortuosity``, ``vessel_orientation``: synthetic
-  summary as value, the real training split's in details with histograms and W1.
+  summary as value, the real training split's in details with histograms and W1 (``real``:
+  the real figure, or for a distribution its summaries, the value's named ``statistic``).
   ``vessel_sample_overlap``: the mean Dice between two synthetic masks, the real training
   split's in details with both distributions.
 - ``tstr_<score>_<arm>`` for score in ``scores.SCORE_NAMES`` (f1, auc, accuracy,
@@ -106,6 +107,7 @@ def _vessel_metrics(real: Sequence[PairLike], synthetic: Sequence[PairLike]) -> 
             s[key][value],
             {
                 **extra,
+                "statistic": value,
                 "real": {k: v for k, v in r[key].items() if k != "histogram"},
                 "synthetic": {k: v for k, v in s[key].items() if k != "histogram"},
                 "real_histogram": real_hist,

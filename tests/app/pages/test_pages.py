@@ -261,6 +261,25 @@ class TestDatasetPage:
         assert html.count('<svg class="plot') == 2
         assert "plot-histogram" in html and "plot-bars" in html
 
+    def test_vessel_metrics_beside_the_real_figure(
+        self, client: TestClient, session: Session, published: Dataset
+    ) -> None:
+        overlap = {"real": 0.1504, "plot": {"kind": "distribution", "series": {}}}
+        orientation = {"statistic": "axis_aligned", "real": {"axis_aligned": 0.2218, "n": 9}}
+        for name, value, details in (
+            ("vessel_sample_overlap", 0.761, overlap),
+            ("vessel_orientation", 0.31, orientation),
+            ("vessel_width", 2.5, {"real": {"mean": 1.9}}),  # no statistic named: no figure
+        ):
+            session.add(Metric(dataset_id=published.id, name=name, value=value, details=details))
+        session.flush()
+        text = visible_text(client.get(f"/gallery/{published.slug}").text)
+        assert "Metric Value Real training data" in text
+        assert "(Dice) vessel_sample_overlap 0.761 0.1504" in text
+        assert "(fraction) vessel_orientation 0.31 0.2218" in text
+        assert "vessel_width 2.5 " in text and "vessel_width 2.5 1.9" not in text
+        assert "real DRIVE" not in text  # the reference is the dataset's own, not a constant
+
     def test_nothing_private(self, client: TestClient, published: Dataset) -> None:
         pages = [
             client.get("/").text,
