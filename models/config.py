@@ -260,7 +260,9 @@ def named_config(name: str, *, resolution: int) -> PipelineConfig:
         # batch statistics, which the EMA generator copies: with statistics of its own
         # (standing statistics), the same weights drew 0.146 and scored 0.742, where seed 3's
         # Stage I, which had not meshed, went from 0.752 to 0.746 (Intel Xeon; "Stage I at
-        # 256: the EMA's own batch statistics"). At 128 px they changed nothing measurable.
+        # 256: the EMA's own batch statistics"). On an AMD EPYC, seeds 2 and 3 scored 0.744
+        # and 0.738 with them, seed 2's live ones 0.721 ("Real + synthetic with the
+        # `supersampled` recipe"). At 128 px they changed nothing measurable.
         settled = dataclasses.replace(base.stage1, standing_stats=512)
         deeper = dataclasses.replace(base.stage2, depth=base.stage2.depth + 1)
         return dataclasses.replace(
