@@ -264,8 +264,8 @@ def named_config(name: str, *, resolution: int) -> PipelineConfig:
         # and 0.738 with them, seed 2's live ones 0.721 ("Real + synthetic with the
         # `supersampled` recipe"). At 128 px they changed nothing measurable. A minibatch
         # standard deviation before its discriminators' logits halved how alike seed 3's
-        # samples are and scored 0.741 and 0.735 against 0.738 and 0.744 ("Stage I at 256
-        # told how alike its batches are"), so it has none.
+        # samples are; seeds 3 and 2 scored 0.741 and 0.735 with it against 0.738 and 0.744
+        # ("Stage I at 256 told how alike its batches are"), so it has none.
         settled = dataclasses.replace(base.stage1, standing_stats=512)
         deeper = dataclasses.replace(base.stage2, depth=base.stage2.depth + 1)
         return dataclasses.replace(
