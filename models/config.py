@@ -463,7 +463,9 @@ def named_config(name: str, *, resolution: int) -> PipelineConfig:
             # of 64, changed nothing. Matching two more figures of the real images traded
             # sensitivity for specificity at the same F1 (0.680 +- 0.012 as restyled): green
             # vessel contrast (20.5 grey levels painted, 10.1 real) 0.668, fine background
-            # noise (half the real high-pass spread in red and blue) 0.678.
+            # noise (half the real high-pass spread in red and blue) 0.678. At 256 (the
+            # `supersampled` Stage II painting the real masks, TSTR 4,000 steps) it is worth
+            # 0.767 against 0.741 (docs/drive.md, "A vessel colour loss in Stage II at 256").
             appearance=True,
             # DRIVE at 128 px, 2,000-step pipelines on an AMD EPYC (one Stage I for both),
             # 64 samples, TSTR 4,000 steps (crop 96, width 16), seed 0; real arm 0.818 (AUC
